@@ -1,0 +1,51 @@
+import autoload from '@fastify/autoload'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { STATUS_CODES } from 'node:http'
+import { join } from 'node:path'
+import type { Config } from './lib/config.js'
+import { AuthError } from './lib/errors.js'
+
+export interface AppOptions {
+  config: Config
+}
+
+/** The application: plugins/ (cross-cutting, ordered by their declared dependencies), then routes/. */
+export default async function app (fastify: FastifyInstance, options: AppOptions) {
+  fastify.setErrorHandler(function handleError (error: FastifyError, request, reply) {
+    if (error instanceof AuthError) {
+      return reply.code(error.statusCode).headers(error.headers).send(error.toJSON())
+    }
+    const statusCode = error.statusCode ?? 500
+    if (statusCode < 500) {
+      // Fastify's own client errors (validation, body parsing, size): their messages name no secrets.
+      return reply.code(statusCode).send({ statusCode, error: STATUS_CODES[statusCode], code: error.code, message: error.message })
+    }
+    request.log.error({ err: error }, 'request failed')
+    return reply.code(500).send({ statusCode: 500, error: STATUS_CODES[500], message: 'Internal Server Error' })
+  })
+
+  await fastify.register(autoload, { dir: join(import.meta.dirname, 'plugins'), options })
+  await fastify.register(autoload, { dir: join(import.meta.dirname, 'routes'), options })
+}
+
+/** The server as production runs it; tests build theirs here too. */
+export async function buildServer (config: Config): Promise<FastifyInstance> {
+  const server = Fastify(serverOptions(config))
+  await server.register(app, { config })
+  return server
+}
+
+function serverOptions (config: Config): FastifyServerOptions {
+  const pretty = !config.production && process.stdout.isTTY
+  return {
+    logger: {
+      level: config.logLevel,
+      redact: { paths: ['req.headers.authorization', 'req.headers.cookie'], censor: '[redacted]' },
+      ...(pretty && { transport: { target: 'pino-pretty', options: { ignore: 'pid,hostname' } } }),
+    },
+    // Nothing here takes large bodies; a client that sends one gets a 413.
+    bodyLimit: 64 * 1024,
+    // A client that trickles its request is cut off instead of holding a socket.
+    requestTimeout: 30_000,
+  }
+}

@@ -1,0 +1,44 @@
+import { AuthError } from './errors.js'
+
+/** The verified claims of an access token, as handlers see them on `request.user`. */
+export interface AccessTokenClaims {
+  iss: string
+  aud: string | string[]
+  exp: number
+  sub?: string
+  iat?: number
+  nbf?: number
+  azp?: string
+  /** Space-separated scopes granted to the client. */
+  scope?: string
+  /** Auth0 RBAC permissions. */
+  permissions?: string[]
+  [claim: string]: unknown
+}
+
+export interface ExpectedClaims {
+  issuer: string
+  audiences: readonly string[]
+}
+
+/**
+ * Checks what the signature check leaves to us: `exp`, `iss` and `aud` must be present and right
+ * (fast-jwt skips absent claims, and @fastify/jwt folds its own claim errors into "invalid signature").
+ * `exp` and `nbf` values themselves are checked by fast-jwt with the clock tolerance.
+ */
+export function checkClaims (payload: Record<string, unknown>, expected: ExpectedClaims): AccessTokenClaims {
+  if (typeof payload.exp !== 'number') {
+    throw new AuthError('invalid_claims', 'Token has no expiry (exp)')
+  }
+  if (payload.iss !== expected.issuer) {
+    throw new AuthError('invalid_claims', 'Token issuer is not trusted')
+  }
+  const { aud } = payload
+  const accepted = typeof aud === 'string'
+    ? expected.audiences.includes(aud)
+    : Array.isArray(aud) && aud.some((value) => expected.audiences.includes(value))
+  if (!accepted) {
+    throw new AuthError('invalid_claims', 'Token audience is not accepted')
+  }
+  return payload as AccessTokenClaims
+}

@@ -1,0 +1,189 @@
+import { envSchema } from 'env-schema'
+import { Type, type Static } from 'typebox'
+
+/** Asymmetric JWS algorithms we can verify with a JWKS key. HS* and `none` are never allowed. */
+export const SUPPORTED_ALGORITHMS = [
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512',
+] as const
+export type Algorithm = (typeof SUPPORTED_ALGORITHMS)[number]
+
+/** The audience dev-issuer tokens carry when AUTH0_AUDIENCE is not set. */
+export const DEV_AUDIENCE = 'dev-api'
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+const EnvSchema = Type.Object({
+  NODE_ENV: Type.Optional(Type.String()),
+  AUTH0_DOMAIN: Type.Optional(Type.String()),
+  AUTH0_ISSUER_URL: Type.Optional(Type.String()),
+  AUTH0_AUDIENCE: Type.Optional(Type.String()),
+  AUTH0_ALGORITHMS: Type.String({ default: 'RS256' }),
+  AUTH0_CLOCK_TOLERANCE: Type.Integer({ minimum: 0, maximum: 300, default: 5 }),
+  JWKS_TIMEOUT_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 5_000 }),
+  JWKS_COOLDOWN_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 30_000 }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65_535, default: 3000 }),
+  HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  CORS_ORIGINS: Type.Optional(Type.String()),
+  LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info' }),
+  SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
+})
+type Env = Static<typeof EnvSchema>
+
+export interface Config {
+  production: boolean
+  /** The trusted issuer, always ending in `/`; undefined means the embedded dev issuer. */
+  issuer: string | undefined
+  audiences: string[]
+  algorithms: Algorithm[]
+  clockToleranceSec: number
+  jwksTimeoutMs: number
+  jwksCooldownMs: number
+  port: number
+  host: string
+  corsOrigins: string[]
+  logLevel: (typeof LOG_LEVELS)[number]
+  shutdownTimeoutMs: number
+}
+
+/** A configuration mistake; its message is one line naming the variable. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+export interface LoadConfigOptions {
+  /** A `.env` file to read first; variables in `env` win over it. */
+  dotenvPath?: string
+}
+
+/**
+ * The one place configuration is read. `env` is usually `process.env`; empty values count as unset
+ * (`docker run -e PORT=` should not mean port 0).
+ */
+export function loadConfig (env: Record<string, string | undefined>, options: LoadConfigOptions = {}): Config {
+  const set = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''))
+  let parsed: Env
+  try {
+    parsed = envSchema<Env>({
+      schema: EnvSchema,
+      data: set,
+      env: false,
+      dotenv: options.dotenvPath ? { path: options.dotenvPath } : false,
+    })
+  } catch (error) {
+    throw new ConfigError(describeSchemaError(error))
+  }
+
+  const production = parsed.NODE_ENV === 'production'
+  const issuer = resolveIssuer(parsed, production)
+  const audiences = splitList(parsed.AUTH0_AUDIENCE)
+  if (issuer && audiences.length === 0) {
+    throw new ConfigError(`AUTH0_AUDIENCE is required with ${parsed.AUTH0_DOMAIN ? 'AUTH0_DOMAIN' : 'AUTH0_ISSUER_URL'}: set it to your API identifier`)
+  }
+
+  return {
+    production,
+    issuer,
+    audiences: audiences.length > 0 ? audiences : [DEV_AUDIENCE],
+    algorithms: parseAlgorithms(parsed.AUTH0_ALGORITHMS),
+    clockToleranceSec: parsed.AUTH0_CLOCK_TOLERANCE,
+    jwksTimeoutMs: parsed.JWKS_TIMEOUT_MS,
+    jwksCooldownMs: parsed.JWKS_COOLDOWN_MS,
+    port: parsed.PORT,
+    host: parsed.HOST,
+    corsOrigins: parseOrigins(parsed.CORS_ORIGINS),
+    logLevel: parsed.LOG_LEVEL,
+    shutdownTimeoutMs: parsed.SHUTDOWN_TIMEOUT_MS,
+  }
+}
+
+function resolveIssuer (env: Env, production: boolean): string | undefined {
+  const { AUTH0_DOMAIN: domain, AUTH0_ISSUER_URL: issuerUrl } = env
+  if (domain && issuerUrl) {
+    throw new ConfigError('AUTH0_DOMAIN and AUTH0_ISSUER_URL are both set: set only one')
+  }
+  if (domain) {
+    // A bare host name, as Auth0 shows it ("example.eu.auth0.com"); a port is allowed for private installs.
+    if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/i.test(domain)) {
+      throw new ConfigError('AUTH0_DOMAIN must be a host name such as example.eu.auth0.com (use AUTH0_ISSUER_URL for a full URL)')
+    }
+    return `https://${domain.toLowerCase()}/`
+  }
+  if (issuerUrl) {
+    return parseIssuerUrl(issuerUrl, production)
+  }
+  if (production) {
+    throw new ConfigError('AUTH0_DOMAIN or AUTH0_ISSUER_URL is required when NODE_ENV=production (the dev issuer never runs in production)')
+  }
+  return undefined
+}
+
+function parseIssuerUrl (value: string, production: boolean): string {
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new ConfigError('AUTH0_ISSUER_URL must be an absolute URL such as https://example.eu.auth0.com/')
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ConfigError('AUTH0_ISSUER_URL must be an http or https URL')
+  }
+  if (url.search || url.hash || url.username || url.password) {
+    throw new ConfigError('AUTH0_ISSUER_URL must not contain credentials, a query or a fragment')
+  }
+  // Keys fetched over plain http could be swapped in transit; only a loopback issuer may use it in production.
+  if (production && url.protocol === 'http:' && !isLoopback(url.hostname)) {
+    throw new ConfigError('AUTH0_ISSUER_URL must use https when NODE_ENV=production')
+  }
+  // The issuer identifier is compared exactly with the token's `iss`; Auth0 issuers end in a slash.
+  return url.href.endsWith('/') ? url.href : `${url.href}/`
+}
+
+function isLoopback (hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || hostname.startsWith('127.')
+}
+
+function parseAlgorithms (value: string): Algorithm[] {
+  const algorithms = splitList(value)
+  const unsupported = algorithms.find((alg) => !(SUPPORTED_ALGORITHMS as readonly string[]).includes(alg))
+  if (unsupported !== undefined || algorithms.length === 0) {
+    throw new ConfigError(`AUTH0_ALGORITHMS must list asymmetric algorithms from ${SUPPORTED_ALGORITHMS.join(', ')}`)
+  }
+  return algorithms as Algorithm[]
+}
+
+function parseOrigins (value: string | undefined): string[] {
+  const origins = splitList(value)
+  for (const origin of origins) {
+    if (origin !== '*' && !isOrigin(origin)) {
+      throw new ConfigError('CORS_ORIGINS must be a comma-separated list of origins such as https://app.example.com, or *')
+    }
+  }
+  return origins
+}
+
+function isOrigin (value: string): boolean {
+  try {
+    const url = new URL(value)
+    return (url.protocol === 'https:' || url.protocol === 'http:') && url.origin === value
+  } catch {
+    return false
+  }
+}
+
+function splitList (value: string | undefined): string[] {
+  return (value ?? '').split(',').map((item) => item.trim()).filter((item) => item !== '')
+}
+
+/** Turns env-schema's (ajv's) first error into one line that names the variable. */
+function describeSchemaError (error: unknown): string {
+  const [first] = (error as { errors: SchemaError[] }).errors
+  const variable = first!.instancePath.slice(1)
+  const allowed = first!.params.allowedValues
+  return `${variable} ${allowed ? `must be one of ${allowed.join(', ')}` : first!.message}`
+}
+
+interface SchemaError {
+  instancePath: string
+  message: string
+  params: { allowedValues?: string[] }
+}

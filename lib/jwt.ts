@@ -1,0 +1,11 @@
+import { sign, type KeyObject } from 'node:crypto'
+
+function encodeSegment (value: object): string {
+  return Buffer.from(JSON.stringify(value)).toString('base64url')
+}
+
+/** Signs a JWT with RS256 (RSASSA-PKCS1-v1_5, SHA-256), the algorithm Auth0 uses. */
+export function signRs256 (header: { kid: string, [field: string]: unknown }, payload: object, privateKey: KeyObject): string {
+  const input = `${encodeSegment({ ...header, alg: 'RS256', typ: 'JWT' })}.${encodeSegment(payload)}`
+  return `${input}.${sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`
+}

@@ -1,0 +1,55 @@
+/**
+ * What a route asks of a token, as written in its route config:
+ * `true` (any valid token), a list of scopes that are all required, or `{ anyOf: [...] }`.
+ */
+export type RouteAuth = true | { scopes: readonly string[] | { anyOf: readonly string[] } }
+
+export interface ScopeRequirement {
+  /** `all`: every scope is needed; `any`: one of them is enough. */
+  match: 'all' | 'any'
+  scopes: readonly string[]
+}
+
+// RFC 6749 §3.3 scope-token: printable ASCII without space, `"` or `\` (it is quoted in the challenge).
+const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
+
+/** Validates a route's `config.auth` once, when the route is added; returns undefined for `true`. */
+export function scopeRequirement (auth: RouteAuth, route: string): ScopeRequirement | undefined {
+  if (auth === true) {
+    return undefined
+  }
+  const scopes = auth?.scopes
+  const requirement: ScopeRequirement = Array.isArray(scopes)
+    ? { match: 'all', scopes }
+    : { match: 'any', scopes: (scopes as { anyOf?: readonly string[] } | undefined)?.anyOf ?? [] }
+  if (!Array.isArray(requirement.scopes) || requirement.scopes.length === 0 ||
+      !requirement.scopes.every((scope) => typeof scope === 'string' && SCOPE_TOKEN.test(scope))) {
+    throw new TypeError(`${route}: config.auth must be true, { scopes: ['scope', ...] } or { scopes: { anyOf: ['scope', ...] } } with scope names free of spaces and quotes`)
+  }
+  return requirement
+}
+
+/**
+ * The scopes a token grants: the space-separated `scope` string and the `permissions` array (Auth0 RBAC).
+ * A claim of the wrong type grants nothing.
+ */
+export function grantedScopes (claims: { scope?: unknown, permissions?: unknown }): Set<string> {
+  const granted = new Set<string>()
+  if (typeof claims.scope === 'string') {
+    for (const scope of claims.scope.split(' ')) {
+      if (scope !== '') granted.add(scope)
+    }
+  }
+  if (Array.isArray(claims.permissions)) {
+    for (const permission of claims.permissions) {
+      if (typeof permission === 'string') granted.add(permission)
+    }
+  }
+  return granted
+}
+
+export function isSatisfied (requirement: ScopeRequirement, granted: ReadonlySet<string>): boolean {
+  return requirement.match === 'all'
+    ? requirement.scopes.every((scope) => granted.has(scope))
+    : requirement.scopes.some((scope) => granted.has(scope))
+}
