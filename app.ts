@@ -1,4 +1,5 @@
 import autoload from '@fastify/autoload'
+import fp from 'fastify-plugin'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { STATUS_CODES } from 'node:http'
 import { join } from 'node:path'
@@ -28,10 +29,13 @@ export default async function app (fastify: FastifyInstance, options: AppOptions
   await fastify.register(autoload, { dir: join(import.meta.dirname, 'routes'), options })
 }
 
-/** The server as production runs it; tests build theirs here too. */
+/**
+ * The server as production runs it; tests build theirs here too. The app is registered unencapsulated,
+ * so routes added beside it get the same error handler and route-config authentication.
+ */
 export async function buildServer (config: Config): Promise<FastifyInstance> {
   const server = Fastify(serverOptions(config))
-  await server.register(app, { config })
+  await server.register(fp(app, { name: 'app' }), { config })
   return server
 }
 

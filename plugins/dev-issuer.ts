@@ -19,10 +19,8 @@ export default fp(async function devIssuer (app) {
   app.decorate('devIssuer', issuer)
   app.addHook('onClose', () => issuer.close())
   app.addHook('onListen', function () {
-    const { address, family, port } = this.server.address() as AddressInfo
-    const host = family === 'IPv6' ? `[${address}]` : address
-    const base = `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${port}`
-    this.log.warn(devBanner(base, issuer.issuer))
+    // localhost: curl tries both address families, so this works whatever HOST is bound.
+    this.log.warn(devBanner(`http://localhost:${(this.server.address() as AddressInfo).port}`, issuer.issuer))
   })
 }, { name: 'dev-issuer', dependencies: ['config'] })
 

@@ -1,0 +1,120 @@
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { ConfigError, DEV_AUDIENCE, loadConfig } from '../lib/config.js'
+
+t.test('defaults: the dev issuer, on 127.0.0.1:3000', async (t) => {
+  t.same(loadConfig({}), {
+    production: false,
+    issuer: undefined,
+    audiences: [DEV_AUDIENCE],
+    algorithms: ['RS256'],
+    clockToleranceSec: 5,
+    jwksTimeoutMs: 5000,
+    jwksCooldownMs: 30_000,
+    port: 3000,
+    host: '127.0.0.1',
+    corsOrigins: [],
+    logLevel: 'info',
+    shutdownTimeoutMs: 10_000,
+  })
+})
+
+t.test('an Auth0 domain becomes its https issuer', async (t) => {
+  const config = loadConfig({ AUTH0_DOMAIN: 'Example.EU.auth0.com', AUTH0_AUDIENCE: 'https://api.example.com, urn:other ' })
+  t.equal(config.issuer, 'https://example.eu.auth0.com/')
+  t.same(config.audiences, ['https://api.example.com', 'urn:other'])
+})
+
+t.test('an issuer URL is kept, with a trailing slash added', async (t) => {
+  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'https://login.example.com/realms/main', AUTH0_AUDIENCE: 'a' }).issuer, 'https://login.example.com/realms/main/')
+  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'http://127.0.0.1:9000/', AUTH0_AUDIENCE: 'a', NODE_ENV: 'production' }).issuer, 'http://127.0.0.1:9000/', 'a loopback http issuer is fine in production')
+  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'http://localhost:9000', AUTH0_AUDIENCE: 'a', NODE_ENV: 'production' }).issuer, 'http://localhost:9000/')
+})
+
+t.test('every variable is read and converted', async (t) => {
+  const config = loadConfig({
+    NODE_ENV: 'production',
+    AUTH0_DOMAIN: 'tenant.auth0.com',
+    AUTH0_AUDIENCE: 'api',
+    AUTH0_ALGORITHMS: 'RS256,PS256, ES256',
+    AUTH0_CLOCK_TOLERANCE: '0',
+    JWKS_TIMEOUT_MS: '2500',
+    JWKS_COOLDOWN_MS: '1000',
+    PORT: '8080',
+    HOST: '0.0.0.0',
+    CORS_ORIGINS: 'https://app.example.com,http://localhost:5173',
+    LOG_LEVEL: 'warn',
+    SHUTDOWN_TIMEOUT_MS: '20000',
+    UNRELATED: 'ignored',
+  })
+  t.same(config, {
+    production: true,
+    issuer: 'https://tenant.auth0.com/',
+    audiences: ['api'],
+    algorithms: ['RS256', 'PS256', 'ES256'],
+    clockToleranceSec: 0,
+    jwksTimeoutMs: 2500,
+    jwksCooldownMs: 1000,
+    port: 8080,
+    host: '0.0.0.0',
+    corsOrigins: ['https://app.example.com', 'http://localhost:5173'],
+    logLevel: 'warn',
+    shutdownTimeoutMs: 20_000,
+  })
+})
+
+t.test('empty values count as unset', async (t) => {
+  const config = loadConfig({ PORT: '', AUTH0_DOMAIN: ' ', LOG_LEVEL: '' })
+  t.equal(config.port, 3000)
+  t.equal(config.issuer, undefined)
+})
+
+t.test('a .env file is read, and the environment wins over it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'config-'))
+  const path = join(dir, '.env')
+  writeFileSync(path, 'AUTH0_DOMAIN=from-file.auth0.com\nAUTH0_AUDIENCE=file-api\nPORT=4000\n')
+  const config = loadConfig({ PORT: '5000' }, { dotenvPath: path })
+  t.equal(config.issuer, 'https://from-file.auth0.com/')
+  t.same(config.audiences, ['file-api'])
+  t.equal(config.port, 5000)
+  t.equal(loadConfig({}, { dotenvPath: join(dir, 'missing.env') }).port, 3000, 'a missing .env file is fine')
+})
+
+t.test('each mistake is one line naming the variable', async (t) => {
+  const mistakes: [Record<string, string>, RegExp][] = [
+    [{ NODE_ENV: 'production' }, /^AUTH0_DOMAIN or AUTH0_ISSUER_URL is required when NODE_ENV=production/],
+    [{ NODE_ENV: 'production', AUTH0_DOMAIN: 'x.auth0.com' }, /^AUTH0_AUDIENCE is required with AUTH0_DOMAIN/],
+    [{ AUTH0_ISSUER_URL: 'https://x.example/' }, /^AUTH0_AUDIENCE is required with AUTH0_ISSUER_URL/],
+    [{ AUTH0_DOMAIN: 'x.auth0.com', AUTH0_AUDIENCE: ' , ' }, /^AUTH0_AUDIENCE is required/],
+    [{ AUTH0_DOMAIN: 'a.auth0.com', AUTH0_ISSUER_URL: 'https://a.auth0.com/', AUTH0_AUDIENCE: 'x' }, /^AUTH0_DOMAIN and AUTH0_ISSUER_URL are both set/],
+    [{ AUTH0_DOMAIN: 'https://a.auth0.com/', AUTH0_AUDIENCE: 'x' }, /^AUTH0_DOMAIN must be a host name/],
+    [{ AUTH0_DOMAIN: 'a..auth0.com', AUTH0_AUDIENCE: 'x' }, /^AUTH0_DOMAIN must be a host name/],
+    [{ AUTH0_ISSUER_URL: 'not a url', AUTH0_AUDIENCE: 'x' }, /^AUTH0_ISSUER_URL must be an absolute URL/],
+    [{ AUTH0_ISSUER_URL: 'ftp://a.example/', AUTH0_AUDIENCE: 'x' }, /^AUTH0_ISSUER_URL must be an http or https URL/],
+    [{ AUTH0_ISSUER_URL: 'https://a.example/?x=1', AUTH0_AUDIENCE: 'x' }, /^AUTH0_ISSUER_URL must not contain/],
+    [{ AUTH0_ISSUER_URL: 'https://u:p@a.example/', AUTH0_AUDIENCE: 'x' }, /^AUTH0_ISSUER_URL must not contain/],
+    [{ AUTH0_ISSUER_URL: 'http://idp.example/', AUTH0_AUDIENCE: 'x', NODE_ENV: 'production' }, /^AUTH0_ISSUER_URL must use https when NODE_ENV=production/],
+    [{ AUTH0_ALGORITHMS: 'HS256' }, /^AUTH0_ALGORITHMS must list asymmetric algorithms/],
+    [{ AUTH0_ALGORITHMS: 'RS256,none' }, /^AUTH0_ALGORITHMS must list/],
+    [{ AUTH0_ALGORITHMS: ',' }, /^AUTH0_ALGORITHMS must list/],
+    [{ PORT: '70000' }, /^PORT must be <= 65535$/],
+    [{ PORT: 'http' }, /^PORT must be integer$/],
+    [{ AUTH0_CLOCK_TOLERANCE: '-1' }, /^AUTH0_CLOCK_TOLERANCE must be >= 0$/],
+    [{ JWKS_TIMEOUT_MS: '1.5' }, /^JWKS_TIMEOUT_MS must be integer$/],
+    [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent$/],
+    [{ CORS_ORIGINS: 'https://app.example.com/path' }, /^CORS_ORIGINS must be a comma-separated list of origins/],
+    [{ CORS_ORIGINS: 'app.example.com' }, /^CORS_ORIGINS must be/],
+    [{ CORS_ORIGINS: 'ftp://app.example.com' }, /^CORS_ORIGINS must be/],
+  ]
+  for (const [env, message] of mistakes) {
+    t.throws(() => loadConfig(env), ConfigError, JSON.stringify(env))
+    try {
+      loadConfig(env)
+    } catch (error) {
+      t.match((error as Error).message, message, JSON.stringify(env))
+      t.notMatch((error as Error).message, /\n/, 'one line')
+    }
+  }
+})

@@ -1,0 +1,39 @@
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import { buildServer } from '../../app.js'
+import { loadConfig } from '../../lib/config.js'
+import { AUDIENCE, TestIssuer } from './issuer.js'
+
+interface Tap {
+  teardown: (fn: () => unknown) => void
+}
+
+/**
+ * The real app, built as production builds it (same loader, same server options), trusting `issuer`.
+ * `env` adds or overrides environment variables; logs are silent unless LOG_LEVEL is given. `routes` are
+ * registered beside the app's own, as a user's would be.
+ */
+export async function buildApp (t: Tap, issuer: TestIssuer | undefined, env: Record<string, string> = {}, routes?: FastifyPluginAsync): Promise<FastifyInstance> {
+  const config = loadConfig({
+    LOG_LEVEL: 'silent',
+    ...(issuer && { AUTH0_ISSUER_URL: issuer.url, AUTH0_AUDIENCE: AUDIENCE, JWKS_TIMEOUT_MS: '1000' }),
+    ...env,
+  })
+  const app = await buildServer(config)
+  t.teardown(() => app.close())
+  if (routes) {
+    await app.register(routes)
+  }
+  await app.ready()
+  return app
+}
+
+/** A test issuer that is closed when the test ends. */
+export async function startIssuer (t: Tap): Promise<TestIssuer> {
+  const issuer = await TestIssuer.start()
+  t.teardown(() => issuer.close())
+  return issuer
+}
+
+export function bearer (token: string): { authorization: string } {
+  return { authorization: `Bearer ${token}` }
+}

@@ -1,0 +1,77 @@
+import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { signRs256 } from '../../lib/jwt.js'
+
+export interface SigningKey {
+  kid: string
+  privateKey: KeyObject
+  publicKey: KeyObject
+}
+
+/**
+ * How the JWKS endpoint behaves: `down` resets every connection, `hang` never answers, `html` is a 502
+ * error page, `empty` an empty key set.
+ */
+export type IssuerMode = 'up' | 'down' | 'hang' | 'html' | 'empty'
+
+export const AUDIENCE = 'https://api.example.test'
+
+/** A real OAuth issuer on 127.0.0.1 with real RSA keys, whose JWKS endpoint can be made to misbehave. */
+export class TestIssuer {
+  /** Requests the server received, whatever the path. */
+  requests = 0
+  mode: IssuerMode = 'up'
+  /** The keys published in the JWKS; `sign` uses the first by default. */
+  keys: SigningKey[] = [newKey()]
+  readonly #server = createServer((request, response) => this.#answer(request, response))
+
+  private constructor (readonly url: string) {}
+
+  static async start (): Promise<TestIssuer> {
+    const issuer = new TestIssuer('')
+    await new Promise<void>((resolve) => issuer.#server.listen(0, '127.0.0.1', resolve))
+    const { port } = issuer.#server.address() as AddressInfo
+    return Object.assign(issuer, { url: `http://127.0.0.1:${port}/` })
+  }
+
+  /** Publishes a new key alongside (or, with `replace`, instead of) the current ones. */
+  rotate ({ replace = false } = {}): SigningKey {
+    const key = newKey()
+    this.keys = replace ? [key] : [key, ...this.keys]
+    return key
+  }
+
+  /** A valid access token with these claims; override `iss`, `aud`, `exp` ... or delete them with `undefined`. */
+  token (claims: Record<string, unknown> = {}, key: SigningKey = this.keys[0]!, header: Record<string, unknown> = {}): string {
+    const now = Math.floor(Date.now() / 1000)
+    const payload = { iss: this.url, sub: 'user-1', aud: AUDIENCE, iat: now, exp: now + 600, ...claims }
+    return signRs256({ kid: key.kid, ...header }, payload, key.privateKey)
+  }
+
+  async close (): Promise<void> {
+    this.#server.closeAllConnections()
+    await new Promise((resolve) => this.#server.close(resolve))
+  }
+
+  #answer (request: IncomingMessage, response: ServerResponse): void {
+    this.requests++
+    if (this.mode === 'down') {
+      request.socket.destroy()
+    } else if (this.mode === 'hang') {
+      // never answers: the connection stays open until the client gives up or the issuer closes
+    } else if (this.mode === 'html') {
+      response.writeHead(502, { 'content-type': 'text/html' }).end('<html><body><h1>502 Bad Gateway</h1></body></html>')
+    } else if (request.url !== '/.well-known/jwks.json') {
+      response.writeHead(404).end()
+    } else {
+      const keys = this.mode === 'empty' ? [] : this.keys.map(({ kid, publicKey }) => ({ ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' }))
+      response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }))
+    }
+  }
+}
+
+function newKey (): SigningKey {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  return { kid: randomUUID(), privateKey, publicKey }
+}
