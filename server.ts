@@ -6,20 +6,17 @@ let config: Config
 try {
   config = loadConfig(process.env, { dotenvPath: '.env' })
 } catch (error) {
-  if (!(error instanceof ConfigError)) throw error
-  process.stderr.write(`Invalid configuration: ${error.message}\n`)
+  // loadConfig throws only ConfigErrors: one line naming the variable, no stack trace.
+  process.stderr.write(`Invalid configuration: ${(error as ConfigError).message}\n`)
   process.exit(1)
 }
 
 const server = await buildServer(config)
 
 // SIGTERM/SIGINT: stop accepting, let requests under way finish, exit 0; past the delay, exit 1.
+// An uncaught error takes the same path, with `err` set, and exits 1.
 closeWithGrace({ delay: config.shutdownTimeoutMs, logger: server.log }, async ({ signal, err }) => {
-  if (err) {
-    server.log.error({ err }, 'shutting down after an unexpected error')
-  } else {
-    server.log.info({ signal }, 'shutting down')
-  }
+  server.log.warn({ signal, err }, 'shutting down')
   await server.close()
 })
 

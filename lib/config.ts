@@ -70,7 +70,7 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
       dotenv: options.dotenvPath ? { path: options.dotenvPath } : false,
     })
   } catch (error) {
-    throw new ConfigError(describeSchemaError(error))
+    throw new ConfigError('errors' in (error as object) ? describeSchemaError(error) : `${options.dotenvPath}: ${(error as Error).message}`)
   }
 
   const production = parsed.NODE_ENV === 'production'

@@ -12,6 +12,8 @@ export interface KeySourceOptions {
   unknownKidCooldownMs: number
   /** A known key is checked again with the issuer after this long, in the background. */
   keyMaxAgeMs?: number
+  /** How long a kid the issuer did not have is answered from memory. */
+  unknownKidTtlMs?: number
   log?: { warn: (details: object, message: string) => void }
 }
 
@@ -31,7 +33,7 @@ type FetchOutcome = { pem: string } | 'unknown' | 'unavailable'
 const DEFAULT_KEY_MAX_AGE_MS = 10 * 60_000
 const MAX_KID_LENGTH = 256
 const UNKNOWN_KIDS_MAX = 1000
-const UNKNOWN_KID_TTL_MS = 5 * 60_000
+const DEFAULT_UNKNOWN_KID_TTL_MS = 5 * 60_000
 /** The kid the readiness check asks for: the issuer answering "no such key" proves it serves a key set. */
 const READINESS_PROBE_KID = 'readiness-probe'
 
@@ -58,7 +60,7 @@ export class KeySource {
   #retryTimer: NodeJS.Timeout | undefined
 
   constructor (options: KeySourceOptions) {
-    this.#options = { keyMaxAgeMs: DEFAULT_KEY_MAX_AGE_MS, ...options }
+    this.#options = { keyMaxAgeMs: DEFAULT_KEY_MAX_AGE_MS, unknownKidTtlMs: DEFAULT_UNKNOWN_KID_TTL_MS, ...options }
   }
 
   get issuer (): string {
@@ -105,12 +107,9 @@ export class KeySource {
 
   async #lookUp (alg: string, kid: string, id: string): Promise<string> {
     const deadline = AbortSignal.timeout(this.#options.fetchTimeoutMs)
+    // A fetch under way started before this lookup, with the same timeout: it ends before our deadline.
     while (this.#inFlight !== undefined) {
-      try {
-        await untilAborted(this.#inFlight, deadline)
-      } catch {
-        throw this.#unavailable()
-      }
+      await this.#inFlight
       const known = this.#keys.get(id)
       if (known !== undefined) {
         return known.pem
@@ -220,25 +219,12 @@ export class KeySource {
     if (this.#unknownKids.size >= UNKNOWN_KIDS_MAX) {
       this.#unknownKids.delete(this.#unknownKids.keys().next().value!) // the oldest entry
     }
-    this.#unknownKids.set(id, Date.now() + UNKNOWN_KID_TTL_MS)
+    this.#unknownKids.set(id, Date.now() + this.#options.unknownKidTtlMs)
   }
 }
 
 function unknownKey (): AuthError {
   return new AuthError('invalid_token', 'Token signing key is not known')
-}
-
-/** Resolves or rejects with `promise`, or rejects when `signal` aborts first. */
-function untilAborted (promise: Promise<unknown>, signal: AbortSignal): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason)
-    if (signal.aborted) {
-      onAbort()
-      return
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-    void promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
-  })
 }
 
 /** What went wrong, for the log: never the upstream body (get-jwks attaches it to its errors). */

@@ -85,6 +85,12 @@ t.test('a route a user adds is protected by one line of config, and sees the typ
     app.get('/api/me', { config: { auth: true } }, async (request) => ({ sub: request.user.sub, iss: request.user.iss }))
     app.get('/api/reports', { config: { auth: { scopes: ['read:reports', 'export:reports'] } } }, async () => 'all of')
     app.get('/api/either', { config: { auth: { scopes: { anyOf: ['admin', 'read:reports'] } } } }, async () => 'any of')
+    app.get('/api/hooked', {
+      config: { auth: { scopes: ['read:reports'] } },
+      // the route's own hooks run after authentication and the scope check
+      onRequest: async (request, reply) => { reply.header('x-subject', request.user.sub) },
+      preHandler: [async (_request, reply) => { reply.header('x-scoped', 'yes') }],
+    }, async () => 'hooked')
   })
   const me = await app.inject({ url: '/api/me', headers: bearer(issuer.token({ sub: 'auth0|42' })) })
   t.same(me.json(), { sub: 'auth0|42', iss: issuer.url })
@@ -97,6 +103,24 @@ t.test('a route a user adds is protected by one line of config, and sees the typ
   t.equal((await app.inject({ url: '/api/reports', headers: both })).statusCode, 200, 'scope and permissions combine')
   t.equal((await app.inject({ url: '/api/either', headers: one })).statusCode, 200, 'any-of needs one')
   t.equal((await app.inject({ url: '/api/either', headers: bearer(issuer.token({ scope: 'openid' })) })).statusCode, 403)
+
+  const hooked = await app.inject({ url: '/api/hooked', headers: one })
+  t.equal(hooked.headers['x-subject'], 'user-1')
+  t.equal(hooked.headers['x-scoped'], 'yes')
+  t.equal((await app.inject('/api/hooked')).statusCode, 401)
+})
+
+t.test('an unexpected error is a bare 500 with nothing of its message, and is logged', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, {}, async (app) => {
+    app.get('/api/broken', async () => { throw new Error('database password is hunter2') })
+    app.get('/api/teapot', async () => { throw Object.assign(new Error('short and stout'), { statusCode: 418 }) })
+  })
+  const broken = await app.inject('/api/broken')
+  t.equal(broken.statusCode, 500)
+  t.same(broken.json(), { statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error' })
+  const teapot = await app.inject('/api/teapot')
+  t.same(teapot.json(), { statusCode: 418, error: 'I\'m a Teapot', message: 'short and stout' }, 'a deliberate 4xx keeps its message')
 })
 
 t.test('a mistaken route config fails at startup, not per request', async (t) => {

@@ -80,6 +80,7 @@ t.test('a .env file is read, and the environment wins over it', async (t) => {
   t.same(config.audiences, ['file-api'])
   t.equal(config.port, 5000)
   t.equal(loadConfig({}, { dotenvPath: join(dir, 'missing.env') }).port, 3000, 'a missing .env file is fine')
+  t.throws(() => loadConfig({}, { dotenvPath: dir }), { name: 'ConfigError', message: new RegExp(`^${dir}: EISDIR`) }, 'an unreadable one is a ConfigError')
 })
 
 t.test('each mistake is one line naming the variable', async (t) => {

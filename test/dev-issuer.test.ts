@@ -34,6 +34,7 @@ t.test('the dev issuer end to end over real HTTP: mint, then call', async (t) =>
   t.equal(await get('/api/private-scoped', scoped.access_token), 200)
   t.equal(await get('/api/private-scoped', permitted.access_token), 200)
   t.equal(await get('/ready'), 200)
+  t.equal((await fetch(`${app.devIssuer?.issuer}.well-known/other`)).status, 404, 'the dev issuer serves its JWKS and nothing else')
 })
 
 t.test('POST /dev/token validates what it is asked for', async (t) => {

@@ -67,6 +67,19 @@ t.test('an unknown kid is remembered after the cooldown; a new one is fetched ag
   t.equal(issuer.requests, 2, 'the cooldown is over: another kid is fetched')
 })
 
+t.test('an unknown kid is asked about again once its negative entry expires', async (t) => {
+  const issuer = await startIssuer(t)
+  const source = keySource(t, issuer, { unknownKidCooldownMs: 0, unknownKidTtlMs: 50 })
+  const late = { kid: 'published-late', privateKey: issuer.keys[0]!.privateKey, publicKey: issuer.keys[0]!.publicKey }
+  await failure(source.getKey(header(late.kid)))
+  issuer.keys.push(late)
+  await failure(source.getKey(header(late.kid)))
+  t.equal(issuer.requests, 1, 'remembered as unknown')
+  await new Promise((resolve) => setTimeout(resolve, 60))
+  t.match(await source.getKey(header(late.kid)), /PUBLIC KEY/, 'found once the entry expired')
+  t.equal(issuer.requests, 2)
+})
+
 t.test('the negative cache is bounded', async (t) => {
   const issuer = await startIssuer(t)
   const source = keySource(t, issuer, { unknownKidCooldownMs: 0 })
@@ -94,7 +107,7 @@ t.test('issuer down: known keys are still served, unknown kids get 503 at once',
   const source = keySource(t, issuer, { keyMaxAgeMs: 0 })
   const kid = issuer.keys[0]!.kid
   await source.getKey(header(kid))
-  for (const mode of ['down', 'hang', 'html', 'empty'] as const) {
+  for (const mode of ['down', 'hang', 'html', 'error', 'empty'] as const) {
     issuer.mode = mode
     const started = Date.now()
     t.match(await source.getKey(header(kid)), /PUBLIC KEY/, `${mode}: the known key is served without waiting`)
@@ -127,16 +140,46 @@ t.test('a hanging issuer never holds a lookup past the deadline', async (t) => {
   t.equal(issuer.requests, 1)
 })
 
-t.test('a withdrawn key stops working after the next revalidation', async (t) => {
+t.test('known keys are revalidated in the background; a withdrawn key stops working', async (t) => {
   const issuer = await startIssuer(t)
   const source = keySource(t, issuer, { keyMaxAgeMs: 0, unknownKidCooldownMs: 0 })
   const old = issuer.keys[0]!
   await source.getKey(header(old.kid))
+  await source.getKey(header(old.kid)) // due: revalidated in the background, and the issuer still has it
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(issuer.requests, 2)
+  t.match(await source.getKey(header(old.kid)), /PUBLIC KEY/, 'still served after a successful revalidation')
+  await new Promise((resolve) => setTimeout(resolve, 100))
   const next = issuer.rotate({ replace: true })
   await source.getKey(header(old.kid)) // served while the revalidation runs
   await new Promise((resolve) => setTimeout(resolve, 100))
   t.equal((await failure(source.getKey(header(old.kid)))).code, 'invalid_token', 'the withdrawn key is gone')
   t.match(await source.getKey(header(next.kid)), /PUBLIC KEY/)
+})
+
+t.test('lookups queued behind a slow fetch still answer within their own deadline', async (t) => {
+  const issuer = await startIssuer(t)
+  const source = keySource(t, issuer)
+  const [a, b, c] = [issuer.keys[0]!, issuer.rotate(), issuer.rotate()]
+  issuer.mode = 'slow'
+  issuer.delayMs = TIMEOUT_MS * 0.6
+  const started = Date.now()
+  const first = source.getKey(header(a.kid))
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  const queued = [b, c].map((key) => failure(source.getKey(header(key.kid))))
+  t.match(await first, /PUBLIC KEY/, 'the first lookup gets its key')
+  const errors = await Promise.all(queued)
+  t.ok(errors.every((error) => error.code === 'jwks_unavailable'), 'the queued ones fail as unavailable')
+  t.ok(Date.now() - started < TIMEOUT_MS + 200, 'no lookup waited past its deadline')
+})
+
+t.test('failures are logged without anything the issuer sent', async (t) => {
+  const issuer = await startIssuer(t)
+  const logged: object[] = []
+  const source = keySource(t, issuer, { log: { warn: (details) => logged.push(details) } })
+  issuer.mode = 'error'
+  await failure(source.getKey(header('kid')))
+  t.same(logged, [{ jwksFailure: { reason: 'JWKS_REQUEST_FAILED', status: 500 } }])
 })
 
 t.test('readiness: a background fetch at startup, retried until the issuer answers', async (t) => {

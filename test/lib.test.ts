@@ -1,5 +1,7 @@
 import t from 'tap'
 import { bearerToken } from '../lib/bearer.js'
+import { loadConfig } from '../lib/config.js'
+import { loggerOptions } from '../lib/logging.js'
 import { AuthError } from '../lib/errors.js'
 import { grantedScopes, isSatisfied, scopeRequirement } from '../lib/scopes.js'
 import { toAuthError } from '../lib/token-errors.js'
@@ -35,4 +37,13 @@ t.test('token errors are mapped by code; anything else is ours and rethrown', as
   const bug = new TypeError('a bug')
   t.throws(() => toAuthError(bug), bug)
   t.throws(() => toAuthError(null))
+})
+
+t.test('logs: JSON with credentials redacted; pretty only for a developer at a terminal', async (t) => {
+  const dev = loadConfig({ LOG_LEVEL: 'debug' })
+  const production = loadConfig({ NODE_ENV: 'production', AUTH0_DOMAIN: 'tenant.auth0.com', AUTH0_AUDIENCE: 'api' })
+  t.match(loggerOptions(dev, false), { level: 'debug', redact: { paths: ['req.headers.authorization', 'req.headers.cookie'] } })
+  t.notOk((loggerOptions(dev, false) as { transport?: unknown }).transport, 'JSON when not a terminal')
+  t.match(loggerOptions(dev, true), { transport: { target: 'pino-pretty' } })
+  t.notOk((loggerOptions(production, true) as { transport?: unknown }).transport, 'JSON in production, terminal or not')
 })

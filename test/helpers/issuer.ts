@@ -10,10 +10,10 @@ export interface SigningKey {
 }
 
 /**
- * How the JWKS endpoint behaves: `down` resets every connection, `hang` never answers, `html` is a 502
- * error page, `empty` an empty key set.
+ * How the JWKS endpoint behaves: `slow` answers after `delayMs`, `down` resets every connection, `hang`
+ * never answers, `html` is a 502 error page, `error` a 500 with a JSON body, `empty` an empty key set.
  */
-export type IssuerMode = 'up' | 'down' | 'hang' | 'html' | 'empty'
+export type IssuerMode = 'up' | 'slow' | 'down' | 'hang' | 'html' | 'error' | 'empty'
 
 export const AUDIENCE = 'https://api.example.test'
 
@@ -22,6 +22,7 @@ export class TestIssuer {
   /** Requests the server received, whatever the path. */
   requests = 0
   mode: IssuerMode = 'up'
+  delayMs = 0
   /** The keys published in the JWKS; `sign` uses the first by default. */
   keys: SigningKey[] = [newKey()]
   readonly #server = createServer((request, response) => this.#answer(request, response))
@@ -62,12 +63,20 @@ export class TestIssuer {
       // never answers: the connection stays open until the client gives up or the issuer closes
     } else if (this.mode === 'html') {
       response.writeHead(502, { 'content-type': 'text/html' }).end('<html><body><h1>502 Bad Gateway</h1></body></html>')
+    } else if (this.mode === 'error') {
+      response.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal","detail":"upstream secret detail"}')
+    } else if (this.mode === 'slow') {
+      setTimeout(() => this.#serveJwks(response), this.delayMs)
     } else if (request.url !== '/.well-known/jwks.json') {
       response.writeHead(404).end()
     } else {
-      const keys = this.mode === 'empty' ? [] : this.keys.map(({ kid, publicKey }) => ({ ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' }))
-      response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }))
+      this.#serveJwks(response)
     }
+  }
+
+  #serveJwks (response: ServerResponse): void {
+    const keys = this.mode === 'empty' ? [] : this.keys.map(({ kid, publicKey }) => ({ ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' }))
+    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }))
   }
 }
 

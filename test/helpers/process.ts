@@ -16,7 +16,8 @@ export interface ServerProcess {
   kill: (signal: NodeJS.Signals) => void
 }
 
-const SERVER = join(import.meta.dirname, '..', '..', 'server.ts')
+const ROOT = join(import.meta.dirname, '..', '..')
+const SERVER = join(ROOT, 'server.ts')
 const CONFIG_VARIABLE = /^(NODE_ENV|AUTH0_|JWKS_|PORT$|HOST$|CORS_ORIGINS$|LOG_LEVEL$|SHUTDOWN_TIMEOUT_MS$)/
 
 /**
@@ -27,7 +28,8 @@ export function startServerProcess (t: Tap, env: Record<string, string>): Server
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !CONFIG_VARIABLE.test(name)))
   const child = spawn(process.execPath, [...process.execArgv, SERVER], {
     cwd: mkdtempSync(join(tmpdir(), 'server-')),
-    env: { ...inherited, ...env },
+    // the same TypeScript settings as this process, though it runs elsewhere
+    env: { ...inherited, TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let stdout = ''
