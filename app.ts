@@ -47,5 +47,8 @@ function serverOptions (config: Config): FastifyServerOptions {
     bodyLimit: 64 * 1024,
     // A client that trickles its request is cut off instead of holding a socket.
     requestTimeout: 30_000,
+    // While shutting down, a request that still reaches us on an open connection is served (with
+    // `Connection: close`) rather than refused: nothing already sent to this replica fails.
+    return503OnClosing: false,
   }
 }
