@@ -29,6 +29,9 @@ const EnvSchema = Type.Object({
 })
 type Env = Static<typeof EnvSchema>
 
+/** Every environment variable the service reads. */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(EnvSchema.properties)
+
 export interface Config {
   production: boolean
   /** The trusted issuer, always ending in `/`; undefined means the embedded dev issuer. */
