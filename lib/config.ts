@@ -1,4 +1,7 @@
 import { envSchema } from 'env-schema'
+import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
+import { parseEnv } from 'node:util'
 import { Type, type Static } from 'typebox'
 
 /** Asymmetric JWS algorithms we can verify with a JWKS key. HS* and `none` are never allowed. */
@@ -59,25 +62,26 @@ export interface LoadConfigOptions {
 }
 
 /**
- * The one place configuration is read. `env` is usually `process.env`; empty values count as unset
- * (`docker run -e PORT=` should not mean port 0).
+ * The one place configuration is read. `env` is usually `process.env`; it wins over the `.env` file.
+ * Empty values count as unset in both (`docker run -e PORT=` should not mean port 0).
  */
 export function loadConfig (env: Record<string, string | undefined>, options: LoadConfigOptions = {}): Config {
-  const set = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''))
+  const data = { ...withoutEmpty(readEnvFile(options.dotenvPath)), ...withoutEmpty(env) }
   let parsed: Env
   try {
-    parsed = envSchema<Env>({
-      schema: EnvSchema,
-      data: set,
-      env: false,
-      dotenv: options.dotenvPath ? { path: options.dotenvPath } : false,
-    })
+    parsed = envSchema<Env>({ schema: EnvSchema, data, env: false })
   } catch (error) {
-    throw new ConfigError('errors' in (error as object) ? describeSchemaError(error) : `${options.dotenvPath}: ${(error as Error).message}`)
+    throw new ConfigError(describeSchemaError(error))
   }
 
-  const production = parsed.NODE_ENV === 'production'
+  const production = parsed.NODE_ENV?.toLowerCase() === 'production'
   const issuer = resolveIssuer(parsed, production)
+  if (!isIP(parsed.HOST) && !HOST_NAME.test(parsed.HOST)) {
+    throw new ConfigError('HOST must be an IP address or a host name')
+  }
+  if (issuer === undefined && !isLoopback(parsed.HOST)) {
+    throw new ConfigError('HOST must be a loopback address while the dev issuer runs (anyone who can reach it can mint tokens): set AUTH0_DOMAIN or AUTH0_ISSUER_URL, or HOST=127.0.0.1')
+  }
   const audiences = splitList(parsed.AUTH0_AUDIENCE)
   if (issuer && audiences.length === 0) {
     throw new ConfigError(`AUTH0_AUDIENCE is required with ${parsed.AUTH0_DOMAIN ? 'AUTH0_DOMAIN' : 'AUTH0_ISSUER_URL'}: set it to your API identifier`)
@@ -99,6 +103,26 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
   }
 }
 
+const HOST_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i
+
+function readEnvFile (path: string | undefined): Record<string, string | undefined> {
+  if (path === undefined) {
+    return {}
+  }
+  try {
+    return parseEnv(readFileSync(path, 'utf8'))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      return {}
+    }
+    throw new ConfigError(`${path} cannot be read: ${(error as NodeJS.ErrnoException).code}`)
+  }
+}
+
+function withoutEmpty (env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined && entry[1].trim() !== ''))
+}
+
 function resolveIssuer (env: Env, production: boolean): string | undefined {
   const { AUTH0_DOMAIN: domain, AUTH0_ISSUER_URL: issuerUrl } = env
   if (domain && issuerUrl) {
@@ -106,7 +130,8 @@ function resolveIssuer (env: Env, production: boolean): string | undefined {
   }
   if (domain) {
     // A bare host name, as Auth0 shows it ("example.eu.auth0.com"); a port is allowed for private installs.
-    if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/i.test(domain)) {
+    const [hostname, port, ...rest] = domain.split(':')
+    if (!HOST_NAME.test(hostname!) || rest.length > 0 || (port !== undefined && !(/^\d{1,5}$/.test(port) && Number(port) <= 65_535))) {
       throw new ConfigError('AUTH0_DOMAIN must be a host name such as example.eu.auth0.com (use AUTH0_ISSUER_URL for a full URL)')
     }
     return `https://${domain.toLowerCase()}/`
@@ -130,7 +155,7 @@ function parseIssuerUrl (value: string, production: boolean): string {
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
     throw new ConfigError('AUTH0_ISSUER_URL must be an http or https URL')
   }
-  if (url.search || url.hash || url.username || url.password) {
+  if (value.includes('?') || value.includes('#') || url.username || url.password) {
     throw new ConfigError('AUTH0_ISSUER_URL must not contain credentials, a query or a fragment')
   }
   // Keys fetched over plain http could be swapped in transit; only a loopback issuer may use it in production.
@@ -141,8 +166,8 @@ function parseIssuerUrl (value: string, production: boolean): string {
   return url.href.endsWith('/') ? url.href : `${url.href}/`
 }
 
-function isLoopback (hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || hostname.startsWith('127.')
+function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || (isIP(host) === 4 && host.startsWith('127.'))
 }
 
 function parseAlgorithms (value: string): Algorithm[] {

@@ -2,26 +2,28 @@ import { generateKeyPair, randomUUID, type KeyObject } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
+import { Type, type Static } from 'typebox'
 import { signRs256 } from './jwt.js'
 
-export interface MintRequest {
-  scope?: string
-  permissions?: string[]
-  sub?: string
-  /** Lifetime in seconds. */
-  expiresIn?: number
-}
+/** What `POST /dev/token` may ask for; `expiresIn` is the lifetime in seconds. */
+export const MintRequest = Type.Object({
+  scope: Type.Optional(Type.String({ maxLength: 2000 })),
+  permissions: Type.Optional(Type.Array(Type.String({ maxLength: 200 }), { maxItems: 100 })),
+  sub: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  expiresIn: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
+}, { additionalProperties: false })
+export type MintRequest = Static<typeof MintRequest>
 
-export interface TokenResponse {
-  access_token: string
-  token_type: 'Bearer'
-  expires_in: number
-}
+export const TokenResponse = Type.Object({
+  access_token: Type.String(),
+  token_type: Type.Literal('Bearer'),
+  expires_in: Type.Integer(),
+})
+export type TokenResponse = Static<typeof TokenResponse>
 
 export interface DevIssuer {
   /** `http://127.0.0.1:<port>/`; its JWKS is at `<issuer>.well-known/jwks.json`, like any issuer's. */
   issuer: string
-  audience: string
   mint (request: MintRequest): TokenResponse
   close (): Promise<void>
 }
@@ -47,7 +49,6 @@ export async function startDevIssuer (audience: string): Promise<DevIssuer> {
 
   return {
     issuer,
-    audience,
     mint: (request) => mint(request, { issuer, audience, kid, privateKey }),
     close: () => new Promise((resolve) => {
       server.close(() => resolve())

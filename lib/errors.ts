@@ -30,7 +30,7 @@ const STATUS: Record<AuthErrorCode, number> = {
   jwks_unavailable: 503,
 }
 
-export const REALM = 'api'
+const REALM = 'api'
 
 /**
  * The one error class of the service. Messages are fixed texts written here, never copied from a token,

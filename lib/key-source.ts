@@ -1,4 +1,4 @@
-import buildGetJwks from 'get-jwks'
+import { createPublicKey, type JsonWebKey } from 'node:crypto'
 import { AuthError } from './errors.js'
 
 export interface KeySourceOptions {
@@ -6,11 +6,11 @@ export interface KeySourceOptions {
   issuer: string
   /** Token algorithms allowed; a token asking for another one is refused before any lookup. */
   algorithms: readonly string[]
-  /** The deadline of every lookup that has to wait for the issuer. Also the pause after a failed fetch. */
+  /** The deadline of every fetch of the key set. Also the pause after a failed fetch. */
   fetchTimeoutMs: number
-  /** After the issuer says it has no key under a kid, no fetch for another unknown kid for this long. */
+  /** An unknown kid fetches the key set again only if the set in hand is older than this. */
   unknownKidCooldownMs: number
-  /** A known key is checked again with the issuer after this long, in the background. */
+  /** A key set older than this is fetched again in the background when a token next needs it. */
   keyMaxAgeMs?: number
   /** How long a kid the issuer did not have is answered from memory. */
   unknownKidTtlMs?: number
@@ -23,53 +23,61 @@ export interface TokenHeader {
   kid?: unknown
 }
 
-interface KnownKey {
+interface PublicKey {
   pem: string
-  revalidateAt: number
+  /** The key's own `alg`, when the JWKS states one: then only that algorithm may use it. */
+  alg: string | undefined
 }
 
-type FetchOutcome = { pem: string } | 'unknown' | 'unavailable'
-
 const DEFAULT_KEY_MAX_AGE_MS = 10 * 60_000
+const DEFAULT_UNKNOWN_KID_TTL_MS = 5 * 60_000
 const MAX_KID_LENGTH = 256
 const UNKNOWN_KIDS_MAX = 1000
-const DEFAULT_UNKNOWN_KID_TTL_MS = 5 * 60_000
-/** The kid the readiness check asks for: the issuer answering "no such key" proves it serves a key set. */
-const READINESS_PROBE_KID = 'readiness-probe'
+const MAX_JWKS_BYTES = 1024 * 1024
+/** RSA keys shorter than this are refused (NIST SP 800-131A); a malformed modulus can even parse as 0 bits. */
+const MIN_RSA_BITS = 2048
 
 /**
- * The public keys of the one configured issuer, fetched with get-jwks and kept so that the request path
- * normally costs one Map lookup.
+ * The public keys of the one configured issuer, held in memory so that the request path costs one Map
+ * lookup. The whole key set is fetched at once (at startup, when it grows old, and for an unknown kid), so
+ * one fetch brings every key the issuer publishes.
  *
- * Around get-jwks it adds what an internet-facing service needs: every fetch has a deadline; one fetch
- * runs at a time and concurrent lookups wait for it; a kid the issuer does not have is remembered (a
- * bounded negative cache) and closes fetching for unknown kids for a cooldown, so a flood of made-up kids
- * costs at most one fetch per window; after a failed fetch, lookups that need the issuer fail fast with
- * `jwks_unavailable` until the pause is over, while known keys keep being served; and a background check
- * at startup makes `ready` true before the first request.
+ * What an internet-facing service needs around that fetch: a deadline on every fetch, and one at a time
+ * (lookups arriving meanwhile wait for it); an unknown kid refetches only when the set in hand is older than
+ * the cooldown and is then remembered (a bounded negative cache), so a flood of made-up kids costs at most
+ * one fetch per window and cannot keep genuine kids out; while the issuer is down or broken, the keys in
+ * hand keep being served and lookups that need the issuer fail fast with `jwks_unavailable`; and `ready`
+ * turns true as soon as the startup fetch has loaded keys, retried until it does.
  */
 export class KeySource {
   readonly #options: Required<Omit<KeySourceOptions, 'log'>> & Pick<KeySourceOptions, 'log'>
-  readonly #keys = new Map<string, KnownKey>()
+  readonly #jwksUrl: string
+  #keys = new Map<string, PublicKey>()
+  #fetchedAt = -Infinity
+  #version = 0
   readonly #unknownKids = new Map<string, number>()
   readonly #closing = new AbortController()
-  #inFlight: Promise<unknown> | undefined
-  #fetchPausedUntil = 0
-  #pausedBecause: 'unknown_kid' | 'unavailable' = 'unavailable'
-  #issuerAnswered = false
+  #inFlight: Promise<boolean> | undefined
+  #failedUntil = 0
   #retryTimer: NodeJS.Timeout | undefined
 
   constructor (options: KeySourceOptions) {
     this.#options = { keyMaxAgeMs: DEFAULT_KEY_MAX_AGE_MS, unknownKidTtlMs: DEFAULT_UNKNOWN_KID_TTL_MS, ...options }
+    this.#jwksUrl = new URL('.well-known/jwks.json', options.issuer).href
   }
 
   get issuer (): string {
     return this.#options.issuer
   }
 
-  /** True once keys can be had: a key is known, or the issuer last answered with a key set. */
+  /** True once keys are loaded. They stay loaded while the issuer is down. */
   get ready (): boolean {
-    return this.#keys.size > 0 || this.#issuerAnswered
+    return this.#keys.size > 0
+  }
+
+  /** Changes whenever a key is withdrawn or replaced, so that anything derived from the old keys can be dropped. */
+  get version (): number {
+    return this.#version
   }
 
   /** The PEM public key for a token's header, or an AuthError: 401 `invalid_token` or 503 `jwks_unavailable`. */
@@ -81,21 +89,20 @@ export class KeySource {
     if (typeof kid !== 'string' || kid === '' || kid.length > MAX_KID_LENGTH) {
       throw new AuthError('invalid_token', 'Token has no usable key id (kid)')
     }
-    const id = `${alg} ${kid}`
-    const known = this.#keys.get(id)
-    if (known === undefined) {
-      return this.#lookUp(alg, kid, id)
+    const key = this.#keys.get(kid) ?? await this.#lookUpUnknown(kid)
+    if (Date.now() - this.#fetchedAt >= this.#options.keyMaxAgeMs) {
+      void this.#refresh() // serve this request with the key in hand; the set is renewed meanwhile
     }
-    if (Date.now() >= known.revalidateAt) {
-      this.#revalidate(alg, kid, id)
+    if (key.alg !== undefined && key.alg !== alg) {
+      throw new AuthError('invalid_token', 'Token algorithm does not match its key')
     }
-    return known.pem
+    return key.pem
   }
 
-  /** Starts the background check that makes `ready` true; retried until it succeeds. */
+  /** Starts the background fetch that makes `ready` true; retried until it succeeds. */
   warmUp (): void {
-    if (!this.ready && this.#inFlight === undefined && !this.#closing.signal.aborted) {
-      void this.#fetch(this.#options.algorithms[0]!, READINESS_PROBE_KID, AbortSignal.timeout(this.#options.fetchTimeoutMs))
+    if (!this.ready) {
+      void this.#refresh()
     }
   }
 
@@ -105,95 +112,73 @@ export class KeySource {
     clearTimeout(this.#retryTimer)
   }
 
-  async #lookUp (alg: string, kid: string, id: string): Promise<string> {
-    const deadline = AbortSignal.timeout(this.#options.fetchTimeoutMs)
-    // A fetch under way started before this lookup, with the same timeout: it ends before our deadline.
-    while (this.#inFlight !== undefined) {
+  async #lookUpUnknown (kid: string): Promise<PublicKey> {
+    if (this.#inFlight !== undefined) {
       await this.#inFlight
-      const known = this.#keys.get(id)
-      if (known !== undefined) {
-        return known.pem
-      }
+    } else if (!this.#isRemembered(kid) && Date.now() - this.#fetchedAt >= this.#options.unknownKidCooldownMs) {
+      await this.#refresh()
     }
-    const now = Date.now()
-    if (this.#isUnknown(id, now)) {
-      throw unknownKey()
+    const key = this.#keys.get(kid)
+    if (key !== undefined) {
+      return key
     }
-    if (now < this.#fetchPausedUntil) {
-      throw this.#pausedBecause === 'unknown_kid' ? unknownKey() : this.#unavailable()
+    if (Date.now() < this.#failedUntil && !this.#isRemembered(kid)) {
+      throw new AuthError('jwks_unavailable', 'The token issuer\'s signing keys cannot be fetched right now', {
+        retryAfterSec: Math.max(1, Math.ceil((this.#failedUntil - Date.now()) / 1000)),
+      })
     }
-    const outcome = await this.#fetch(alg, kid, deadline)
-    if (outcome === 'unavailable') {
-      throw this.#unavailable()
-    }
-    if (outcome === 'unknown') {
-      this.#rememberUnknown(id)
-      this.#pauseFetching('unknown_kid', this.#options.unknownKidCooldownMs)
-      throw unknownKey()
-    }
-    this.#keys.set(id, { pem: outcome.pem, revalidateAt: Date.now() + this.#options.keyMaxAgeMs })
-    return outcome.pem
+    this.#remember(kid)
+    throw new AuthError('invalid_token', 'Token signing key is not known')
   }
 
-  /** Asks the issuer again about a known key, without holding up the request that noticed it was due. */
-  #revalidate (alg: string, kid: string, id: string): void {
-    if (this.#inFlight !== undefined || (this.#pausedBecause === 'unavailable' && Date.now() < this.#fetchPausedUntil)) {
-      return
+  /** Fetches the key set, one fetch at a time and none during the pause after a failure. Resolves true on success. */
+  #refresh (): Promise<boolean> {
+    if (this.#inFlight === undefined && Date.now() >= this.#failedUntil && !this.#closing.signal.aborted) {
+      const attempt = this.#fetchKeySet()
+      this.#inFlight = attempt
+      void attempt.then(() => { this.#inFlight = undefined })
     }
-    void this.#fetch(alg, kid, AbortSignal.timeout(this.#options.fetchTimeoutMs)).then((outcome) => {
-      if (outcome === 'unknown') {
-        this.#keys.delete(id) // the issuer withdrew the key
-      } else if (outcome !== 'unavailable') {
-        this.#keys.set(id, { pem: outcome.pem, revalidateAt: Date.now() + this.#options.keyMaxAgeMs })
-      }
-      // unavailable: keep serving the known key; the next lookup after the pause tries again
-    })
+    return this.#inFlight ?? Promise.resolve(false)
   }
 
-  /** The only place that reaches the issuer. Never throws: it reports what the issuer said. */
-  #fetch (alg: string, kid: string, deadline: AbortSignal): Promise<FetchOutcome> {
-    const attempt = this.#fetchKey(alg, kid, deadline)
-    this.#inFlight = attempt
-    void attempt.then(() => {
-      if (this.#inFlight === attempt) this.#inFlight = undefined
-    })
-    return attempt
-  }
-
-  async #fetchKey (alg: string, kid: string, deadline: AbortSignal): Promise<FetchOutcome> {
-    // A get-jwks client per fetch: get-jwks reads its fetch options once, when it is built, and this is how
-    // each fetch gets its own deadline. Its caches go unused: ours keep serving a known key while the issuer
-    // is down without waiting for a failing fetch first, and drop a key the issuer has withdrawn, which
-    // get-jwks's stale cache would keep serving.
-    const getJwks = buildGetJwks({
-      issuersWhitelist: [this.#options.issuer],
-      fetchOptions: { signal: AbortSignal.any([deadline, this.#closing.signal]) },
-    })
+  async #fetchKeySet (): Promise<boolean> {
     try {
-      const pem = await getJwks.getPublicKey({ domain: this.#options.issuer, alg, kid })
-      this.#issuerAnswered = true
-      return { pem }
-    } catch (error) {
-      if ((error as { code?: unknown }).code === 'JWK_NOT_FOUND') {
-        this.#issuerAnswered = true
-        return 'unknown'
+      const response = await fetch(this.#jwksUrl, {
+        headers: { accept: 'application/json' },
+        redirect: 'error',
+        signal: AbortSignal.any([AbortSignal.timeout(this.#options.fetchTimeoutMs), this.#closing.signal]),
+      })
+      if (!response.ok) {
+        throw new JwksError(`status ${response.status}`)
       }
-      // Down, slow, an error page, an empty or broken key set: all the same to a client.
-      this.#issuerAnswered = false
-      this.#pauseFetching('unavailable', this.#options.fetchTimeoutMs)
-      this.#options.log?.warn({ jwksFailure: describeFailure(error) }, 'could not fetch the issuer\'s signing keys')
-      this.#retryWarmUpLater()
-      return 'unavailable'
+      this.#install(parseKeySet(await readBody(response, MAX_JWKS_BYTES)))
+      return true
+    } catch (error) {
+      this.#failedUntil = Date.now() + this.#options.fetchTimeoutMs
+      if (!this.#closing.signal.aborted) {
+        this.#options.log?.warn({ jwksUrl: this.#jwksUrl, reason: describeFailure(error) }, 'could not fetch the issuer\'s signing keys')
+        this.#retryUntilReady()
+      }
+      return false
     }
   }
 
-  #pauseFetching (reason: 'unknown_kid' | 'unavailable', ms: number): void {
-    this.#pausedBecause = reason
-    this.#fetchPausedUntil = Date.now() + ms
+  #install (keys: Map<string, PublicKey>): void {
+    for (const [kid, key] of this.#keys) {
+      if (keys.get(kid)?.pem !== key.pem) {
+        this.#version++ // a key was withdrawn or replaced
+        break
+      }
+    }
+    this.#keys = keys
+    this.#fetchedAt = Date.now()
+    for (const kid of keys.keys()) {
+      this.#unknownKids.delete(kid)
+    }
   }
 
-  #retryWarmUpLater (): void {
-    if (!this.ready && this.#retryTimer === undefined && !this.#closing.signal.aborted) {
+  #retryUntilReady (): void {
+    if (!this.ready && this.#retryTimer === undefined) {
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = undefined
         this.warmUp()
@@ -201,35 +186,81 @@ export class KeySource {
     }
   }
 
-  #unavailable (): AuthError {
-    const retryAfterSec = Math.max(1, Math.ceil((this.#fetchPausedUntil - Date.now()) / 1000))
-    return new AuthError('jwks_unavailable', 'The token issuer\'s signing keys cannot be fetched right now', { retryAfterSec })
-  }
-
-  #isUnknown (id: string, now: number): boolean {
-    const expiresAt = this.#unknownKids.get(id)
-    if (expiresAt !== undefined && now >= expiresAt) {
-      this.#unknownKids.delete(id)
+  #isRemembered (kid: string): boolean {
+    const expiresAt = this.#unknownKids.get(kid)
+    if (expiresAt !== undefined && Date.now() >= expiresAt) {
+      this.#unknownKids.delete(kid)
       return false
     }
     return expiresAt !== undefined
   }
 
-  #rememberUnknown (id: string): void {
+  #remember (kid: string): void {
+    this.#unknownKids.delete(kid)
     if (this.#unknownKids.size >= UNKNOWN_KIDS_MAX) {
       this.#unknownKids.delete(this.#unknownKids.keys().next().value!) // the oldest entry
     }
-    this.#unknownKids.set(id, Date.now() + this.#options.unknownKidTtlMs)
+    this.#unknownKids.set(kid, Date.now() + this.#options.unknownKidTtlMs)
   }
 }
 
-function unknownKey (): AuthError {
-  return new AuthError('invalid_token', 'Token signing key is not known')
+/** A key set the issuer answered with but that cannot be used. */
+class JwksError extends Error {
+  override name = 'JwksError'
 }
 
-/** What went wrong, for the log: never the upstream body (get-jwks attaches it to its errors). */
-function describeFailure (error: unknown): { reason: string, status?: number } {
-  const { code, name, response } = error as { code?: unknown, name?: unknown, response?: { status?: number } }
-  const reason = typeof code === 'string' ? code : String(name)
-  return response?.status === undefined ? { reason } : { reason, status: response.status }
+/** The response body as text, refusing to hold more than `limit` bytes (a key set is a few KiB). */
+async function readBody (response: Response, limit: number): Promise<string> {
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for await (const chunk of response.body ?? []) {
+    size += chunk.byteLength
+    if (size > limit) {
+      throw new JwksError('key set too large')
+    }
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+/** The signing keys of a JWKS document (RFC 7517), converted once to PEM; keys that cannot be used are skipped. */
+function parseKeySet (text: string): Map<string, PublicKey> {
+  let document: unknown
+  try {
+    document = JSON.parse(text)
+  } catch {
+    throw new JwksError('not JSON')
+  }
+  const jwks = (document as { keys?: unknown } | null)?.keys
+  const keys = new Map<string, PublicKey>()
+  for (const jwk of Array.isArray(jwks) ? jwks as unknown[] : []) {
+    if (typeof jwk !== 'object' || jwk === null) {
+      continue
+    }
+    const { kid, use, alg, kty } = jwk as JsonWebKey
+    if (typeof kid !== 'string' || (use !== undefined && use !== 'sig') || (kty !== 'RSA' && kty !== 'EC')) {
+      continue
+    }
+    try {
+      const key = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' })
+      if (kty === 'EC' || key.asymmetricKeyDetails!.modulusLength! >= MIN_RSA_BITS) {
+        keys.set(kid, { pem: key.export({ type: 'spki', format: 'pem' }).toString(), alg: typeof alg === 'string' ? alg : undefined })
+      }
+    } catch {
+      // a malformed key: skipped, like one of an unsupported type or a weak RSA key
+    }
+  }
+  if (keys.size === 0) {
+    throw new JwksError('no usable signing key')
+  }
+  return keys
+}
+
+/** What went wrong, for the log: a reason, never the body the issuer sent. */
+function describeFailure (error: unknown): string {
+  const { name, message, cause } = error as Error & { cause?: { code?: string, message?: string } }
+  if (error instanceof JwksError) {
+    return message
+  }
+  return cause?.code ?? cause?.message ?? name // ECONNREFUSED, ENOTFOUND, a TLS error code, TimeoutError ...
 }

@@ -1,5 +1,5 @@
 import fastifyJwt, { type TokenOrHeader } from '@fastify/jwt'
-import type { FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
+import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { bearerToken } from '../lib/bearer.js'
 import { checkClaims, type AccessTokenClaims, type ExpectedClaims } from '../lib/claims.js'
@@ -47,36 +47,36 @@ export default fp(async function auth (app) {
   const expected: ExpectedClaims = { issuer: keySource.issuer, audiences: config.audiences }
 
   async function authenticate (request: FastifyRequest): Promise<void> {
-    let payload: Record<string, unknown>
     try {
-      payload = await request.jwtVerify<Record<string, unknown>>()
+      request.user = checkClaims(await request.jwtVerify<Record<string, unknown>>(), expected)
     } catch (error) {
+      // @fastify/jwt set request.user before our claim check: never leave rejected claims behind.
+      (request as { user: unknown }).user = null
       throw toAuthError(error)
     }
-    request.user = checkClaims(payload, expected)
   }
   app.decorate('authenticate', authenticate)
 
+  // Both checks run onRequest, first: a request without the right token costs no body parsing.
   app.addHook('onRoute', (route) => {
     const auth = route.config?.auth
     if (auth === undefined) {
       return
     }
     const requirement = scopeRequirement(auth, `${String(route.method)} ${route.url}`)
-    route.onRequest = [authenticate as onRequestHookHandler, ...asArray(route.onRequest)]
-    if (requirement !== undefined) {
-      route.preHandler = [requireScopes(requirement), ...asArray(route.preHandler)]
-    }
+    const check = requirement === undefined ? authenticate : authorize(requirement)
+    route.onRequest = [check as onRequestHookHandler, ...asArray(route.onRequest)]
   })
-}, { name: 'auth', dependencies: ['config', 'key-source'] })
 
-function requireScopes (requirement: ScopeRequirement): preHandlerHookHandler {
-  return async function checkScopes (request: FastifyRequest) {
-    if (!isSatisfied(requirement, grantedScopes(request.user))) {
-      throw new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
+  function authorize (requirement: ScopeRequirement) {
+    return async function authenticateWithScopes (request: FastifyRequest): Promise<void> {
+      await authenticate(request)
+      if (!isSatisfied(requirement, grantedScopes(request.user))) {
+        throw new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
+      }
     }
   }
-}
+}, { name: 'auth', dependencies: ['config', 'key-source'] })
 
 function asArray<T> (value: T | T[] | undefined): T[] {
   return value === undefined ? [] : Array.isArray(value) ? value : [value]

@@ -88,9 +88,10 @@ t.test('a route a user adds is protected by one line of config, and sees the typ
     app.get('/api/hooked', {
       config: { auth: { scopes: ['read:reports'] } },
       // the route's own hooks run after authentication and the scope check
-      onRequest: async (request, reply) => { reply.header('x-subject', request.user.sub) },
+      onRequest: [async (request, reply) => { reply.header('x-subject', request.user.sub) }],
       preHandler: [async (_request, reply) => { reply.header('x-scoped', 'yes') }],
     }, async () => 'hooked')
+    app.get('/api/hooked-once', { config: { auth: true }, onRequest: async (_request, reply) => { reply.header('x-once', 'yes') } }, async () => 'once')
   })
   const me = await app.inject({ url: '/api/me', headers: bearer(issuer.token({ sub: 'auth0|42' })) })
   t.same(me.json(), { sub: 'auth0|42', iss: issuer.url })
@@ -108,9 +109,10 @@ t.test('a route a user adds is protected by one line of config, and sees the typ
   t.equal(hooked.headers['x-subject'], 'user-1')
   t.equal(hooked.headers['x-scoped'], 'yes')
   t.equal((await app.inject('/api/hooked')).statusCode, 401)
+  t.equal((await app.inject({ url: '/api/hooked-once', headers: one })).headers['x-once'], 'yes')
 })
 
-t.test('an unexpected error is a bare 500 with nothing of its message, and is logged', async (t) => {
+t.test('an unexpected error is a bare 500 with nothing of its message', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer, {}, async (app) => {
     app.get('/api/broken', async () => { throw new Error('database password is hunter2') })
@@ -121,6 +123,34 @@ t.test('an unexpected error is a bare 500 with nothing of its message, and is lo
   t.same(broken.json(), { statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error' })
   const teapot = await app.inject('/api/teapot')
   t.same(teapot.json(), { statusCode: 418, error: 'I\'m a Teapot', message: 'short and stout' }, 'a deliberate 4xx keeps its message')
+})
+
+t.test('a rejected token leaves nothing on request.user', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, {}, async (app) => {
+    // a route that authenticates optionally, by calling the decorator itself
+    app.get('/api/maybe', async (request) => {
+      const authenticated = await app.authenticate(request).then(() => true, () => false)
+      return { authenticated, user: request.user }
+    })
+  })
+  const otherAudience = await app.inject({ url: '/api/maybe', headers: bearer(issuer.token({ aud: 'https://other.example', sub: 'victim' })) })
+  t.same(otherAudience.json(), { authenticated: false, user: null })
+  const valid = await app.inject({ url: '/api/maybe', headers: bearer(issuer.token()) })
+  t.match(valid.json(), { authenticated: true, user: { sub: 'user-1' } })
+})
+
+t.test('a token without the scope is refused before the body is read', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, {}, async (app) => {
+    app.post('/api/messages', {
+      config: { auth: { scopes: ['write:messages'] } },
+      schema: { body: { type: 'object', required: ['text'], properties: { text: { type: 'string' } } } },
+    }, async () => 'created')
+  })
+  const response = await app.inject({ method: 'POST', url: '/api/messages', headers: bearer(issuer.token({ scope: 'read:messages' })), payload: { wrong: 1 } })
+  t.equal(response.statusCode, 403)
+  t.equal(response.json().code, 'insufficient_scope')
 })
 
 t.test('a mistaken route config fails at startup, not per request', async (t) => {

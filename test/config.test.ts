@@ -25,6 +25,11 @@ t.test('an Auth0 domain becomes its https issuer', async (t) => {
   const config = loadConfig({ AUTH0_DOMAIN: 'Example.EU.auth0.com', AUTH0_AUDIENCE: 'https://api.example.com, urn:other ' })
   t.equal(config.issuer, 'https://example.eu.auth0.com/')
   t.same(config.audiences, ['https://api.example.com', 'urn:other'])
+  t.equal(loadConfig({ AUTH0_DOMAIN: 'auth.internal:8443', AUTH0_AUDIENCE: 'a' }).issuer, 'https://auth.internal:8443/', 'with a port')
+  for (const host of ['localhost', '::1', '127.0.0.2']) {
+    t.equal(loadConfig({ HOST: host }).host, host, `the dev issuer runs on ${host}`)
+  }
+  t.equal(loadConfig({ HOST: 'api.internal', AUTH0_DOMAIN: 'a.auth0.com', AUTH0_AUDIENCE: 'a' }).host, 'api.internal')
 })
 
 t.test('an issuer URL is kept, with a trailing slash added', async (t) => {
@@ -80,7 +85,10 @@ t.test('a .env file is read, and the environment wins over it', async (t) => {
   t.same(config.audiences, ['file-api'])
   t.equal(config.port, 5000)
   t.equal(loadConfig({}, { dotenvPath: join(dir, 'missing.env') }).port, 3000, 'a missing .env file is fine')
-  t.throws(() => loadConfig({}, { dotenvPath: dir }), { name: 'ConfigError', message: new RegExp(`^${dir}: EISDIR`) }, 'an unreadable one is a ConfigError')
+  t.throws(() => loadConfig({}, { dotenvPath: dir }), { name: 'ConfigError', message: `${dir} cannot be read: EISDIR` }, 'an unreadable one is a ConfigError')
+  writeFileSync(path, 'PORT=\nAUTH0_DOMAIN=from-file.auth0.com\nAUTH0_AUDIENCE=file-api\n')
+  t.equal(loadConfig({}, { dotenvPath: path }).port, 3000, 'empty values in the file count as unset too')
+  t.equal(loadConfig({ AUTH0_DOMAIN: '' }, { dotenvPath: path }).issuer, 'https://from-file.auth0.com/', 'an empty variable does not hide the file\'s value')
 })
 
 t.test('each mistake is one line naming the variable', async (t) => {
@@ -108,6 +116,15 @@ t.test('each mistake is one line naming the variable', async (t) => {
     [{ CORS_ORIGINS: 'https://app.example.com/path' }, /^CORS_ORIGINS must be a comma-separated list of origins/],
     [{ CORS_ORIGINS: 'app.example.com' }, /^CORS_ORIGINS must be/],
     [{ CORS_ORIGINS: 'ftp://app.example.com' }, /^CORS_ORIGINS must be/],
+    [{ AUTH0_ISSUER_URL: 'http://127.evil.example/', AUTH0_AUDIENCE: 'x', NODE_ENV: 'production' }, /^AUTH0_ISSUER_URL must use https/],
+    [{ AUTH0_ISSUER_URL: 'https://a.example/#', AUTH0_AUDIENCE: 'x' }, /^AUTH0_ISSUER_URL must not contain/],
+    [{ AUTH0_ISSUER_URL: 'https://a.example/?', AUTH0_AUDIENCE: 'x' }, /^AUTH0_ISSUER_URL must not contain/],
+    [{ AUTH0_DOMAIN: 'a.example:99999', AUTH0_AUDIENCE: 'x' }, /^AUTH0_DOMAIN must be a host name/],
+    [{ AUTH0_DOMAIN: 'a.example:1:2', AUTH0_AUDIENCE: 'x' }, /^AUTH0_DOMAIN must be a host name/],
+    [{ AUTH0_DOMAIN: 'a.example:x', AUTH0_AUDIENCE: 'x' }, /^AUTH0_DOMAIN must be a host name/],
+    [{ HOST: 'not a host' }, /^HOST must be an IP address or a host name$/],
+    [{ HOST: '0.0.0.0' }, /^HOST must be a loopback address while the dev issuer runs/],
+    [{ NODE_ENV: 'Production' }, /^AUTH0_DOMAIN or AUTH0_ISSUER_URL is required when NODE_ENV=production/],
   ]
   for (const [env, message] of mistakes) {
     t.throws(() => loadConfig(env), ConfigError, JSON.stringify(env))

@@ -28,6 +28,7 @@ t.test('configured from the environment: serves, never logs a token, and shuts d
     PORT: '0',
     LOG_LEVEL: 'trace',
     JWKS_TIMEOUT_MS: '2000',
+    JWKS_COOLDOWN_MS: '0',
   })
   const base = LISTENING.exec(await server.waitFor(LISTENING))![1]!
   const token = issuer.token({ scope: 'read:messages' })

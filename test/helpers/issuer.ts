@@ -11,9 +11,10 @@ export interface SigningKey {
 
 /**
  * How the JWKS endpoint behaves: `slow` answers after `delayMs`, `down` resets every connection, `hang`
- * never answers, `html` is a 502 error page, `error` a 500 with a JSON body, `empty` an empty key set.
+ * never answers, `html` is a 502 error page, `error` a 500 with a JSON body, `garbage` a 200 that is not
+ * JSON, `empty` an empty key set.
  */
-export type IssuerMode = 'up' | 'slow' | 'down' | 'hang' | 'html' | 'error' | 'empty'
+export type IssuerMode = 'up' | 'slow' | 'down' | 'hang' | 'html' | 'error' | 'garbage' | 'empty'
 
 export const AUDIENCE = 'https://api.example.test'
 
@@ -23,6 +24,11 @@ export class TestIssuer {
   requests = 0
   mode: IssuerMode = 'up'
   delayMs = 0
+  /** More entries for the JWKS, as they are: unusable ones, or keys of other types. */
+  extraJwks: unknown[] = []
+  /** Served instead of the JWKS when set, with `jwksStatus`. */
+  jwksBody: string | undefined
+  jwksStatus = 200
   /** The keys published in the JWKS; `sign` uses the first by default. */
   keys: SigningKey[] = [newKey()]
   readonly #server = createServer((request, response) => this.#answer(request, response))
@@ -65,6 +71,8 @@ export class TestIssuer {
       response.writeHead(502, { 'content-type': 'text/html' }).end('<html><body><h1>502 Bad Gateway</h1></body></html>')
     } else if (this.mode === 'error') {
       response.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal","detail":"upstream secret detail"}')
+    } else if (this.mode === 'garbage') {
+      response.writeHead(200, { 'content-type': 'application/json' }).end('<html>maintenance</html>')
     } else if (this.mode === 'slow') {
       setTimeout(() => this.#serveJwks(response), this.delayMs)
     } else if (request.url !== '/.well-known/jwks.json') {
@@ -75,12 +83,21 @@ export class TestIssuer {
   }
 
   #serveJwks (response: ServerResponse): void {
-    const keys = this.mode === 'empty' ? [] : this.keys.map(({ kid, publicKey }) => ({ ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' }))
-    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }))
+    const keys = this.mode === 'empty'
+      ? []
+      : [...this.keys.map(({ kid, publicKey }) => ({ ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' })), ...this.extraJwks]
+    response.writeHead(this.jwksStatus, { 'content-type': 'application/json' }).end(this.jwksBody ?? JSON.stringify({ keys }))
   }
 }
 
+// RSA key generation is slow; tests share a pool, so keys repeat only after KEY_POOL_SIZE new ones.
+const KEY_POOL_SIZE = 16
+const keyPool: { privateKey: KeyObject, publicKey: KeyObject }[] = []
+let keysMade = 0
+
+/** A key pair no other key of this test shares, under a fresh kid. */
 function newKey (): SigningKey {
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
-  return { kid: randomUUID(), privateKey, publicKey }
+  const slot = keysMade++ % KEY_POOL_SIZE
+  keyPool[slot] ??= generateKeyPairSync('rsa', { modulusLength: 2048 })
+  return { kid: randomUUID(), ...keyPool[slot] }
 }
