@@ -24,6 +24,7 @@ const EnvSchema = Type.Object({
   AUTH0_CLOCK_TOLERANCE: Type.Integer({ minimum: 0, maximum: 300, default: 5 }),
   JWKS_TIMEOUT_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 5_000 }),
   JWKS_COOLDOWN_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 30_000 }),
+  JWKS_MAX_AGE_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 600_000 }),
   PORT: Type.Integer({ minimum: 0, maximum: 65_535, default: 3000 }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   CORS_ORIGINS: Type.Optional(Type.String()),
@@ -44,6 +45,8 @@ export interface Config {
   clockToleranceSec: number
   jwksTimeoutMs: number
   jwksCooldownMs: number
+  /** The key set is fetched again once older than this; no verified token is trusted longer either. */
+  jwksMaxAgeMs: number
   port: number
   host: string
   corsOrigins: string[]
@@ -95,6 +98,7 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
     clockToleranceSec: parsed.AUTH0_CLOCK_TOLERANCE,
     jwksTimeoutMs: parsed.JWKS_TIMEOUT_MS,
     jwksCooldownMs: parsed.JWKS_COOLDOWN_MS,
+    jwksMaxAgeMs: parsed.JWKS_MAX_AGE_MS,
     port: parsed.PORT,
     host: parsed.HOST,
     corsOrigins: parseOrigins(parsed.CORS_ORIGINS),

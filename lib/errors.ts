@@ -32,6 +32,9 @@ const STATUS: Record<AuthErrorCode, number> = {
 
 const REALM = 'api'
 
+/** Codes whose answer depends on the token alone; `permanent: false` marks the exceptions (nbf, an unknown key). */
+const PERMANENT = new Set<AuthErrorCode>(['token_expired', 'invalid_claims', 'invalid_token'])
+
 /**
  * The one error class of the service. Messages are fixed texts written here, never copied from a token,
  * an upstream response or another library's error, so nothing secret reaches a client.
@@ -41,10 +44,13 @@ export class AuthError extends Error {
   readonly statusCode: number
   /** Response headers the error carries: the `WWW-Authenticate` challenge, or `Retry-After`. */
   readonly headers: Record<string, string>
+  /** The same token will always get this answer (a bad signature, an expiry), so it may be remembered. */
+  readonly permanent: boolean
 
-  constructor (readonly code: AuthErrorCode, message: string, extra: { scopes?: readonly string[], retryAfterSec?: number } = {}) {
+  constructor (readonly code: AuthErrorCode, message: string, extra: { scopes?: readonly string[], retryAfterSec?: number, permanent?: boolean } = {}) {
     super(message)
     this.statusCode = STATUS[code]
+    this.permanent = extra.permanent ?? PERMANENT.has(code)
     this.headers = this.statusCode === 503
       ? { 'retry-after': String(extra.retryAfterSec ?? 1) }
       : { 'www-authenticate': challenge(code, message, extra.scopes) }

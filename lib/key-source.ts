@@ -128,7 +128,7 @@ export class KeySource {
       })
     }
     this.#remember(kid)
-    throw new AuthError('invalid_token', 'Token signing key is not known')
+    throw new AuthError('invalid_token', 'Token signing key is not known', { permanent: false }) // it may be published later
   }
 
   /** Fetches the key set, one fetch at a time and none during the pause after a failure. Resolves true on success. */

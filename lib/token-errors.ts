@@ -7,7 +7,7 @@ import { AuthError } from './errors.js'
  */
 const BY_CODE: Record<string, () => AuthError> = {
   FST_JWT_AUTHORIZATION_TOKEN_EXPIRED: () => new AuthError('token_expired', 'Token has expired'),
-  FAST_JWT_INACTIVE: () => new AuthError('invalid_claims', 'Token is not valid yet (nbf)'),
+  FAST_JWT_INACTIVE: () => new AuthError('invalid_claims', 'Token is not valid yet (nbf)', { permanent: false }),
   FAST_JWT_INVALID_CLAIM_TYPE: () => new AuthError('invalid_claims', 'Token has a claim of the wrong type'),
   FAST_JWT_MISSING_SIGNATURE: () => new AuthError('invalid_token', 'Token is not signed'),
 }

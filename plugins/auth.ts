@@ -1,12 +1,22 @@
 import fastifyJwt, { type TokenOrHeader } from '@fastify/jwt'
 import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
+import { hash } from 'node:crypto'
 import { bearerToken } from '../lib/bearer.js'
 import { checkClaims, type AccessTokenClaims, type ExpectedClaims } from '../lib/claims.js'
 import { AuthError } from '../lib/errors.js'
 import type { TokenHeader } from '../lib/key-source.js'
 import { grantedScopes, isSatisfied, scopeRequirement, type RouteAuth, type ScopeRequirement } from '../lib/scopes.js'
+import { OutcomeCache } from '../lib/outcome-cache.js'
 import { toAuthError } from '../lib/token-errors.js'
+
+interface VerifiedToken {
+  claims: AccessTokenClaims
+  scopes: ReadonlySet<string>
+}
+
+const VERIFIED_TOKENS_MAX = 10_000
+const REJECTED_TOKENS_MAX = 1_000
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -45,15 +55,56 @@ export default fp(async function auth (app) {
   })
 
   const expected: ExpectedClaims = { issuer: keySource.issuer, audiences: config.audiences }
+  // No outcome outlives the key set it was checked against, whatever the token's exp.
+  const outcomeMaxAgeMs = config.jwksMaxAgeMs
+  // What verifying a token gave, by the SHA-256 of the whole token: a client reusing its token costs a
+  // hash and a lookup instead of a signature check. Failures that can only repeat (a bad signature, an
+  // expiry) are remembered apart, so a flood of bad tokens cannot push good ones out.
+  const verified = new OutcomeCache<VerifiedToken>(VERIFIED_TOKENS_MAX)
+  const rejected = new OutcomeCache<AuthError>(REJECTED_TOKENS_MAX)
+
+  async function verify (request: FastifyRequest): Promise<VerifiedToken> {
+    const token = bearerToken(request.headers.authorization)
+    const key = hash('sha256', token, 'base64')
+    const now = Date.now()
+    const version = keySource.version
+    const known = verified.get(key, now, version)
+    if (known !== undefined) {
+      return known
+    }
+    const failure = rejected.get(key, now, version)
+    if (failure !== undefined) {
+      throw failure
+    }
+    try {
+      const claims = checkClaims(await request.jwtVerify<Record<string, unknown>>(), expected)
+      const result = { claims, scopes: grantedScopes(claims) }
+      verified.set(key, result, Math.min(claims.exp * 1000, now + outcomeMaxAgeMs), version, now)
+      return result
+    } catch (error) {
+      const authError = toAuthError(error)
+      if (authError.permanent) {
+        rejected.set(key, authError, now + outcomeMaxAgeMs, version, now)
+      }
+      throw authError
+    }
+  }
+
+  /** Verifies the token and sets request.user; resolves with the scopes it grants. */
+  async function identify (request: FastifyRequest): Promise<ReadonlySet<string>> {
+    try {
+      const { claims, scopes } = await verify(request)
+      request.user = claims
+      return scopes
+    } catch (error) {
+      // Leave no rejected claims behind: @fastify/jwt sets request.user before our claim check.
+      (request as { user: unknown }).user = null
+      throw error
+    }
+  }
 
   async function authenticate (request: FastifyRequest): Promise<void> {
-    try {
-      request.user = checkClaims(await request.jwtVerify<Record<string, unknown>>(), expected)
-    } catch (error) {
-      // @fastify/jwt set request.user before our claim check: never leave rejected claims behind.
-      (request as { user: unknown }).user = null
-      throw toAuthError(error)
-    }
+    await identify(request)
   }
   app.decorate('authenticate', authenticate)
 
@@ -70,8 +121,7 @@ export default fp(async function auth (app) {
 
   function authorize (requirement: ScopeRequirement) {
     return async function authenticateWithScopes (request: FastifyRequest): Promise<void> {
-      await authenticate(request)
-      if (!isSatisfied(requirement, grantedScopes(request.user))) {
+      if (!isSatisfied(requirement, await identify(request))) {
         throw new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
       }
     }

@@ -15,6 +15,7 @@ export default fp(async function keySource (app) {
     algorithms: config.algorithms,
     fetchTimeoutMs: config.jwksTimeoutMs,
     unknownKidCooldownMs: config.jwksCooldownMs,
+    keyMaxAgeMs: config.jwksMaxAgeMs,
     log: app.log.child({ component: 'key-source' }),
   })
   app.decorate('keySource', keys)

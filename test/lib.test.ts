@@ -2,6 +2,7 @@ import t from 'tap'
 import { bearerToken } from '../lib/bearer.js'
 import { loadConfig } from '../lib/config.js'
 import { loggerOptions } from '../lib/logging.js'
+import { OutcomeCache } from '../lib/outcome-cache.js'
 import { AuthError } from '../lib/errors.js'
 import { grantedScopes, isSatisfied, scopeRequirement } from '../lib/scopes.js'
 import { toAuthError } from '../lib/token-errors.js'
@@ -46,4 +47,23 @@ t.test('logs: JSON with credentials redacted; pretty only for a developer at a t
   t.notOk((loggerOptions(dev, false) as { transport?: unknown }).transport, 'JSON when not a terminal')
   t.match(loggerOptions(dev, true), { transport: { target: 'pino-pretty' } })
   t.notOk((loggerOptions(production, true) as { transport?: unknown }).transport, 'JSON in production, terminal or not')
+})
+
+t.test('the outcome cache: bounded, expiring, and tied to the key set version', async (t) => {
+  const cache = new OutcomeCache<string>(2)
+  cache.set('a', 'A', 1000, 1, 0)
+  t.equal(cache.get('a', 999, 1), 'A')
+  t.equal(cache.get('a', 1000, 1), undefined, 'gone at expiresAt')
+  cache.set('a', 'A', 1000, 1, 0)
+  t.equal(cache.get('a', 0, 2), undefined, 'gone once the key set changed')
+  t.equal(cache.get('a', 0, 1), undefined, 'and removed')
+  cache.set('expired', 'X', 10, 1, 10)
+  t.equal(cache.get('expired', 0, 1), undefined, 'an outcome already expired is not stored')
+  cache.set('a', 'A', 1000, 1, 0)
+  cache.set('b', 'B', 1000, 1, 0)
+  cache.set('a', 'A2', 1000, 1, 0)
+  cache.set('c', 'C', 1000, 1, 0)
+  t.equal(cache.get('b', 0, 1), undefined, 'the oldest entry made room')
+  t.equal(cache.get('a', 0, 1), 'A2', 'storing again renews an entry')
+  t.equal(cache.get('c', 0, 1), 'C')
 })

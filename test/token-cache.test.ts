@@ -1,0 +1,56 @@
+import t from 'tap'
+import { buildApp, bearer, startIssuer } from './helpers/app.js'
+
+// Verified tokens are remembered by the hash of the whole token; these try to make that remembering lie.
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+const now = (): number => Math.floor(Date.now() / 1000)
+
+t.test('a remembered token stops working at its exp', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, { AUTH0_CLOCK_TOLERANCE: '0' })
+  const token = issuer.token({ exp: now() + 2 })
+  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200)
+  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'answered from memory')
+  await sleep(2100)
+  const expired = await app.inject({ url: '/api/private', headers: bearer(token) })
+  t.equal(expired.statusCode, 401)
+  t.equal(expired.json().code, 'token_expired')
+})
+
+t.test('a remembered token stops working when its key is withdrawn', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, { JWKS_MAX_AGE_MS: '1000' })
+  const token = issuer.token()
+  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200)
+  issuer.rotate({ replace: true })
+  await sleep(1100)
+  await app.inject({ url: '/api/private', headers: bearer(token) }) // the old key set is renewed in the background
+  await sleep(100)
+  const withdrawn = await app.inject({ url: '/api/private', headers: bearer(token) })
+  t.equal(withdrawn.statusCode, 401)
+  t.equal(withdrawn.json().code, 'invalid_token')
+  t.equal((await app.inject({ url: '/api/private', headers: bearer(issuer.token()) })).statusCode, 200, 'the new key works')
+})
+
+t.test('a rejection that can change is not remembered (nbf)', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, { AUTH0_CLOCK_TOLERANCE: '0' })
+  const token = issuer.token({ nbf: now() + 1 })
+  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 401)
+  await sleep(2100)
+  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'valid once its time has come')
+})
+
+t.test('a remembered rejection stays a rejection; a remembered token still needs the route\'s scope', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer)
+  const token = issuer.token({ scope: 'openid' })
+  const forged = `${token.slice(0, -4)}AAAA`
+  for (let i = 0; i < 3; i++) {
+    const response = await app.inject({ url: '/api/private', headers: bearer(forged) })
+    t.equal(response.statusCode, 401)
+    t.match(response.headers['www-authenticate'], 'error="invalid_token"')
+    t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200)
+    t.equal((await app.inject({ url: '/api/private-scoped', headers: bearer(token) })).statusCode, 403)
+  }
+})
