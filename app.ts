@@ -5,7 +5,7 @@ import { STATUS_CODES } from 'node:http'
 import { join } from 'node:path'
 import type { Config } from './lib/config.js'
 import { AuthError } from './lib/errors.js'
-import { loggerOptions } from './lib/logging.js'
+import { loggingOptions } from './lib/logging.js'
 
 export interface AppOptions {
   config: Config
@@ -42,7 +42,7 @@ export async function buildServer (config: Config): Promise<FastifyInstance> {
 
 function serverOptions (config: Config): FastifyServerOptions {
   return {
-    logger: loggerOptions(config, process.stdout.isTTY),
+    ...loggingOptions(config, process.stdout.isTTY),
     // Nothing here takes large bodies; a client that sends one gets a 413.
     bodyLimit: 64 * 1024,
     // A client that trickles its request is cut off instead of holding a socket.

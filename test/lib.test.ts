@@ -1,7 +1,8 @@
+import type { FastifyRequest } from 'fastify'
 import t from 'tap'
 import { bearerToken } from '../lib/bearer.js'
 import { loadConfig } from '../lib/config.js'
-import { loggerOptions } from '../lib/logging.js'
+import { loggingOptions } from '../lib/logging.js'
 import { OutcomeCache } from '../lib/outcome-cache.js'
 import { AuthError } from '../lib/errors.js'
 import { grantedScopes, isSatisfied, scopeRequirement } from '../lib/scopes.js'
@@ -43,10 +44,15 @@ t.test('token errors are mapped by code; anything else is ours and rethrown', as
 t.test('logs: JSON with credentials redacted; pretty only for a developer at a terminal', async (t) => {
   const dev = loadConfig({ LOG_LEVEL: 'debug' })
   const production = loadConfig({ NODE_ENV: 'production', AUTH0_DOMAIN: 'tenant.auth0.com', AUTH0_AUDIENCE: 'api' })
-  t.match(loggerOptions(dev, false), { level: 'debug', redact: { paths: ['req.headers.authorization', 'req.headers.cookie'] } })
-  t.notOk((loggerOptions(dev, false) as { transport?: unknown }).transport, 'JSON when not a terminal')
-  t.match(loggerOptions(dev, true), { transport: { target: 'pino-pretty' } })
-  t.notOk((loggerOptions(production, true) as { transport?: unknown }).transport, 'JSON in production, terminal or not')
+  const logger = (config: typeof dev, isTTY: boolean): { transport?: unknown } => loggingOptions(config, isTTY).logger as { transport?: unknown }
+  t.match(logger(dev, false), { level: 'debug', redact: { paths: ['req.headers.authorization', 'req.headers.cookie'] } })
+  t.notOk(logger(dev, false).transport, 'JSON when not a terminal')
+  t.match(logger(dev, true), { transport: { target: 'pino-pretty' } })
+  t.notOk(logger(production, true).transport, 'JSON in production, terminal or not')
+  const requestLinesOff = (config: typeof dev): boolean => loggingOptions(config, false).logController!.isLogDisabled({} as FastifyRequest)
+  t.equal(requestLinesOff(production), true, 'no per-request lines at the default level')
+  t.equal(requestLinesOff(dev), false, 'request lines at debug')
+  t.equal(requestLinesOff(loadConfig({ LOG_LEVEL: 'trace' })), false, 'and at trace')
 })
 
 t.test('the outcome cache: bounded, expiring, and tied to the key set version', async (t) => {
