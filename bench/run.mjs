@@ -1,6 +1,7 @@
 // `npm run bench`: the service (compiled, production settings, log level warn) against bare Fastify (bench/
 // baseline.mjs), scenario by scenario, alternating service and baseline over several rounds; medians.
-// Settings: BENCH_DURATION (seconds per run, default 5), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (64).
+// Settings: BENCH_DURATION (seconds per run, default 5), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (64),
+// BENCH_ONLY (scenario letters to run, e.g. "ad"; default all).
 // Writes bench/results.json and prints a table. The issuer is the service's own dev issuer, in this process.
 import autocannon from 'autocannon'
 import { spawn } from 'node:child_process'
@@ -31,6 +32,7 @@ function rotating (tokens) {
   return [{ setupRequest: (request) => ({ ...request, headers: { ...request.headers, authorization: `Bearer ${tokens[next++ % tokens.length]}` } }) }]
 }
 
+const ONLY = process.env.BENCH_ONLY ?? 'abcdef'
 const scenarios = [
   { id: 'a', name: 'reused token', path: '/api/private', headers: { authorization: `Bearer ${token}` }, status: 200 },
   { id: 'b', name: 'reused scoped token', path: '/api/private-scoped', headers: { authorization: `Bearer ${scoped}` }, status: 200 },
@@ -38,7 +40,7 @@ const scenarios = [
   { id: 'd', name: 'every request a new token', path: '/api/private', requests: rotating(everyRequestNew), status: 200 },
   { id: 'e', name: 'bad signature', path: '/api/private', headers: { authorization: `Bearer ${badSignature}` }, status: 401 },
   { id: 'f', name: 'public route', path: '/api/public', status: 200 },
-]
+].filter((scenario) => ONLY.includes(scenario.id))
 
 async function startServer (script, port) {
   const child = spawn(process.execPath, [script], {

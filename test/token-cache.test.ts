@@ -9,8 +9,9 @@ t.test('a remembered token stops working at its exp', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer, { AUTH0_CLOCK_TOLERANCE: '0' })
   const token = issuer.token({ exp: now() + 2 })
-  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200)
-  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'answered from memory')
+  for (let i = 0; i < 3; i++) {
+    t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'remembered from the second use')
+  }
   await sleep(2100)
   const expired = await app.inject({ url: '/api/private', headers: bearer(token) })
   t.equal(expired.statusCode, 401)
@@ -21,7 +22,9 @@ t.test('a remembered token stops working when its key is withdrawn', async (t) =
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer, { JWKS_MAX_AGE_MS: '1000' })
   const token = issuer.token()
-  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200)
+  for (let i = 0; i < 3; i++) {
+    t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'remembered from the second use')
+  }
   issuer.rotate({ replace: true })
   await sleep(1100)
   await app.inject({ url: '/api/private', headers: bearer(token) }) // the old key set is renewed in the background
