@@ -20,6 +20,7 @@ const EnvSchema = Type.Object({
   AUTH0_DOMAIN: Type.Optional(Type.String()),
   AUTH0_ISSUER_URL: Type.Optional(Type.String()),
   AUTH0_AUDIENCE: Type.Optional(Type.String()),
+  AUTH0_JWKS_URL: Type.Optional(Type.String()),
   AUTH0_ALGORITHMS: Type.String({ default: 'RS256' }),
   AUTH0_CLOCK_TOLERANCE: Type.Integer({ minimum: 0, maximum: 300, default: 5 }),
   JWKS_TIMEOUT_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 5_000 }),
@@ -38,8 +39,10 @@ export const CONFIG_VARIABLES: readonly string[] = Object.keys(EnvSchema.propert
 
 export interface Config {
   production: boolean
-  /** The trusted issuer, always ending in `/`; undefined means the embedded dev issuer. */
+  /** The trusted issuer, exactly as tokens state it in `iss`; undefined means the embedded dev issuer. */
   issuer: string | undefined
+  /** Where the issuer's keys are, when not at `<issuer>.well-known/jwks.json`. */
+  jwksUrl: string | undefined
   audiences: string[]
   algorithms: Algorithm[]
   clockToleranceSec: number
@@ -86,6 +89,10 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
     throw new ConfigError('HOST must be a loopback address while the dev issuer runs (anyone who can reach it can mint tokens): set AUTH0_DOMAIN or AUTH0_ISSUER_URL, or HOST=127.0.0.1')
   }
   const audiences = splitList(parsed.AUTH0_AUDIENCE)
+  const jwksUrl = parsed.AUTH0_JWKS_URL === undefined ? undefined : parseHttpUrl('AUTH0_JWKS_URL', parsed.AUTH0_JWKS_URL, production)
+  if (jwksUrl !== undefined && issuer === undefined) {
+    throw new ConfigError('AUTH0_JWKS_URL needs AUTH0_DOMAIN or AUTH0_ISSUER_URL: the dev issuer serves its own keys')
+  }
   if (issuer && audiences.length === 0) {
     throw new ConfigError(`AUTH0_AUDIENCE is required with ${parsed.AUTH0_DOMAIN ? 'AUTH0_DOMAIN' : 'AUTH0_ISSUER_URL'}: set it to your API identifier`)
   }
@@ -93,6 +100,7 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
   return {
     production,
     issuer,
+    jwksUrl,
     audiences: audiences.length > 0 ? audiences : [DEV_AUDIENCE],
     algorithms: parseAlgorithms(parsed.AUTH0_ALGORITHMS),
     clockToleranceSec: parsed.AUTH0_CLOCK_TOLERANCE,
@@ -141,7 +149,10 @@ function resolveIssuer (env: Env, production: boolean): string | undefined {
     return `https://${domain.toLowerCase()}/`
   }
   if (issuerUrl) {
-    return parseIssuerUrl(issuerUrl, production)
+    // Kept exactly as given: it is compared exactly with the token's `iss` (Auth0's end in a slash,
+    // Keycloak's, Okta's and Google's do not).
+    parseHttpUrl('AUTH0_ISSUER_URL', issuerUrl, production)
+    return issuerUrl
   }
   if (production) {
     throw new ConfigError('AUTH0_DOMAIN or AUTH0_ISSUER_URL is required when NODE_ENV=production (the dev issuer never runs in production)')
@@ -149,25 +160,25 @@ function resolveIssuer (env: Env, production: boolean): string | undefined {
   return undefined
 }
 
-function parseIssuerUrl (value: string, production: boolean): string {
+/** Checks an absolute http(s) URL without credentials, query or fragment (http only for loopback in production). */
+function parseHttpUrl (variable: string, value: string, production: boolean): string {
   let url: URL
   try {
     url = new URL(value)
   } catch {
-    throw new ConfigError('AUTH0_ISSUER_URL must be an absolute URL such as https://example.eu.auth0.com/')
+    throw new ConfigError(`${variable} must be an absolute URL such as https://example.eu.auth0.com/`)
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new ConfigError('AUTH0_ISSUER_URL must be an http or https URL')
+    throw new ConfigError(`${variable} must be an http or https URL`)
   }
   if (value.includes('?') || value.includes('#') || url.username || url.password) {
-    throw new ConfigError('AUTH0_ISSUER_URL must not contain credentials, a query or a fragment')
+    throw new ConfigError(`${variable} must not contain credentials, a query or a fragment`)
   }
   // Keys fetched over plain http could be swapped in transit; only a loopback issuer may use it in production.
   if (production && url.protocol === 'http:' && !isLoopback(url.hostname)) {
-    throw new ConfigError('AUTH0_ISSUER_URL must use https when NODE_ENV=production')
+    throw new ConfigError(`${variable} must use https when NODE_ENV=production`)
   }
-  // The issuer identifier is compared exactly with the token's `iss`; Auth0 issuers end in a slash.
-  return url.href.endsWith('/') ? url.href : `${url.href}/`
+  return url.href
 }
 
 function isLoopback (host: string): boolean {

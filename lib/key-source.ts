@@ -2,8 +2,10 @@ import { createPublicKey, type JsonWebKey } from 'node:crypto'
 import { AuthError } from './errors.js'
 
 export interface KeySourceOptions {
-  /** The configured issuer, ending in `/`. Keys come from `<issuer>.well-known/jwks.json` and nowhere else. */
+  /** The configured issuer, as tokens state it in `iss`. */
   issuer: string
+  /** Where its keys are, from configuration only; `<issuer>.well-known/jwks.json` by default. */
+  jwksUrl?: string | undefined
   /** Token algorithms allowed; a token asking for another one is refused before any lookup. */
   algorithms: readonly string[]
   /** The deadline of every fetch of the key set. Also the pause after a failed fetch. */
@@ -50,7 +52,7 @@ const MIN_RSA_BITS = 2048
  * turns true as soon as the startup fetch has loaded keys, retried until it does.
  */
 export class KeySource {
-  readonly #options: Required<Omit<KeySourceOptions, 'log'>> & Pick<KeySourceOptions, 'log'>
+  readonly #options: Required<Omit<KeySourceOptions, 'log' | 'jwksUrl'>> & Pick<KeySourceOptions, 'log'>
   readonly #jwksUrl: string
   #keys = new Map<string, PublicKey>()
   #fetchedAt = -Infinity
@@ -63,7 +65,8 @@ export class KeySource {
 
   constructor (options: KeySourceOptions) {
     this.#options = { keyMaxAgeMs: DEFAULT_KEY_MAX_AGE_MS, unknownKidTtlMs: DEFAULT_UNKNOWN_KID_TTL_MS, ...options }
-    this.#jwksUrl = new URL('.well-known/jwks.json', options.issuer).href
+    const { issuer } = options
+    this.#jwksUrl = options.jwksUrl ?? `${issuer}${issuer.endsWith('/') ? '' : '/'}.well-known/jwks.json`
   }
 
   get issuer (): string {

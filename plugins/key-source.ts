@@ -12,6 +12,7 @@ export default fp(async function keySource (app) {
   const { config, devIssuer } = app
   const keys = new KeySource({
     issuer: config.issuer ?? devIssuer!.issuer,
+    jwksUrl: config.jwksUrl,
     algorithms: config.algorithms,
     fetchTimeoutMs: config.jwksTimeoutMs,
     unknownKidCooldownMs: config.jwksCooldownMs,

@@ -28,6 +28,15 @@ t.test('the three routes with real tokens from a real issuer', async (t) => {
   t.equal(audienceList.statusCode, 200, 'an aud array containing our audience is accepted')
 })
 
+t.test('an issuer that publishes its keys elsewhere: AUTH0_JWKS_URL', async (t) => {
+  const issuer = await startIssuer(t)
+  issuer.jwksPath = '/protocol/openid-connect/certs'
+  const app = await buildApp(t, issuer, { AUTH0_JWKS_URL: `${issuer.url}protocol/openid-connect/certs` })
+  t.equal((await app.inject({ url: '/api/private', headers: bearer(issuer.token()) })).statusCode, 200)
+  const without = await buildApp(t, issuer)
+  t.equal((await without.inject({ url: '/api/private', headers: bearer(issuer.token()) })).statusCode, 503, 'not at <issuer>.well-known/jwks.json')
+})
+
 t.test('every row of the error table', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer)

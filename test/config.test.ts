@@ -8,6 +8,7 @@ t.test('defaults: the dev issuer, on 127.0.0.1:3000', async (t) => {
   t.same(loadConfig({}), {
     production: false,
     issuer: undefined,
+    jwksUrl: undefined,
     audiences: [DEV_AUDIENCE],
     algorithms: ['RS256'],
     clockToleranceSec: 5,
@@ -33,10 +34,11 @@ t.test('an Auth0 domain becomes its https issuer', async (t) => {
   t.equal(loadConfig({ HOST: 'api.internal', AUTH0_DOMAIN: 'a.auth0.com', AUTH0_AUDIENCE: 'a' }).host, 'api.internal')
 })
 
-t.test('an issuer URL is kept, with a trailing slash added', async (t) => {
-  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'https://login.example.com/realms/main', AUTH0_AUDIENCE: 'a' }).issuer, 'https://login.example.com/realms/main/')
+t.test('an issuer URL is kept exactly, as tokens state it', async (t) => {
+  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'https://login.example.com/realms/main', AUTH0_AUDIENCE: 'a' }).issuer, 'https://login.example.com/realms/main')
+  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'https://accounts.google.com', AUTH0_AUDIENCE: 'a' }).issuer, 'https://accounts.google.com')
   t.equal(loadConfig({ AUTH0_ISSUER_URL: 'http://127.0.0.1:9000/', AUTH0_AUDIENCE: 'a', NODE_ENV: 'production' }).issuer, 'http://127.0.0.1:9000/', 'a loopback http issuer is fine in production')
-  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'http://localhost:9000', AUTH0_AUDIENCE: 'a', NODE_ENV: 'production' }).issuer, 'http://localhost:9000/')
+  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'http://localhost:9000', AUTH0_AUDIENCE: 'a', NODE_ENV: 'production' }).issuer, 'http://localhost:9000')
 })
 
 t.test('every variable is read and converted', async (t) => {
@@ -44,6 +46,7 @@ t.test('every variable is read and converted', async (t) => {
     NODE_ENV: 'production',
     AUTH0_DOMAIN: 'tenant.auth0.com',
     AUTH0_AUDIENCE: 'api',
+    AUTH0_JWKS_URL: 'https://keys.example.com/certs',
     AUTH0_ALGORITHMS: 'RS256,PS256, ES256',
     AUTH0_CLOCK_TOLERANCE: '0',
     JWKS_TIMEOUT_MS: '2500',
@@ -59,6 +62,7 @@ t.test('every variable is read and converted', async (t) => {
   t.same(config, {
     production: true,
     issuer: 'https://tenant.auth0.com/',
+    jwksUrl: 'https://keys.example.com/certs',
     audiences: ['api'],
     algorithms: ['RS256', 'PS256', 'ES256'],
     clockToleranceSec: 0,
@@ -128,6 +132,9 @@ t.test('each mistake is one line naming the variable', async (t) => {
     [{ HOST: 'not a host' }, /^HOST must be an IP address or a host name$/],
     [{ HOST: '0.0.0.0' }, /^HOST must be a loopback address while the dev issuer runs/],
     [{ NODE_ENV: 'Production' }, /^AUTH0_DOMAIN or AUTH0_ISSUER_URL is required when NODE_ENV=production/],
+    [{ AUTH0_JWKS_URL: 'https://keys.example.com/' }, /^AUTH0_JWKS_URL needs AUTH0_DOMAIN or AUTH0_ISSUER_URL/],
+    [{ AUTH0_DOMAIN: 'a.auth0.com', AUTH0_AUDIENCE: 'x', AUTH0_JWKS_URL: 'keys' }, /^AUTH0_JWKS_URL must be an absolute URL/],
+    [{ AUTH0_DOMAIN: 'a.auth0.com', AUTH0_AUDIENCE: 'x', AUTH0_JWKS_URL: 'http://keys.example.com/', NODE_ENV: 'production' }, /^AUTH0_JWKS_URL must use https when NODE_ENV=production/],
   ]
   for (const [env, message] of mistakes) {
     t.throws(() => loadConfig(env), ConfigError, JSON.stringify(env))

@@ -1,5 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto'
 import t from 'tap'
+import { KeySource } from '../lib/key-source.js'
 import type { AuthError } from '../lib/errors.js'
 import { failure, header, keySource, sleep } from './helpers/key-source.js'
 import { startIssuer } from './helpers/app.js'
@@ -126,4 +127,12 @@ t.test('the set is renewed in the background; a withdrawn key stops working', as
   t.equal((await failure(source.getKey(header(old.kid)))).code, 'invalid_token', 'the withdrawn key is gone')
   t.ok(source.version > version, 'the version says so')
   t.match(await source.getKey(header(next.kid)), /PUBLIC KEY/)
+})
+
+t.test('an issuer without a trailing slash: its key set is still under <issuer>/.well-known', async (t) => {
+  const issuer = await startIssuer(t)
+  issuer.jwksPath = '/realms/main/.well-known/jwks.json'
+  const source = new KeySource({ issuer: `${issuer.url}realms/main`, algorithms: ['RS256'], fetchTimeoutMs: 1000, unknownKidCooldownMs: 0 })
+  t.teardown(() => source.close())
+  t.match(await source.getKey(header(issuer.keys[0]!.kid)), /PUBLIC KEY/)
 })

@@ -29,6 +29,8 @@ export class TestIssuer {
   /** Served instead of the JWKS when set, with `jwksStatus`. */
   jwksBody: string | undefined
   jwksStatus = 200
+  /** Where the JWKS is served. */
+  jwksPath = '/.well-known/jwks.json'
   /** The keys published in the JWKS; `sign` uses the first by default. */
   keys: SigningKey[] = [newKey()]
   readonly #server = createServer((request, response) => this.#answer(request, response))
@@ -75,7 +77,7 @@ export class TestIssuer {
       response.writeHead(200, { 'content-type': 'application/json' }).end('<html>maintenance</html>')
     } else if (this.mode === 'slow') {
       setTimeout(() => this.#serveJwks(response), this.delayMs)
-    } else if (request.url !== '/.well-known/jwks.json') {
+    } else if (request.url !== this.jwksPath) {
       response.writeHead(404).end()
     } else {
       this.#serveJwks(response)
