@@ -59,7 +59,7 @@ export class KeySource {
   #version = 0
   readonly #unknownKids = new Map<string, number>()
   readonly #closing = new AbortController()
-  #inFlight: Promise<boolean> | undefined
+  #inFlight: Promise<void> | undefined
   #failedUntil = 0
   #retryTimer: NodeJS.Timeout | undefined
 
@@ -134,17 +134,17 @@ export class KeySource {
     throw new AuthError('invalid_token', 'Token signing key is not known', { permanent: false }) // it may be published later
   }
 
-  /** Fetches the key set, one fetch at a time and none during the pause after a failure. Resolves true on success. */
-  #refresh (): Promise<boolean> {
+  /** Fetches the key set, one fetch at a time and none during the pause after a failure. Never rejects. */
+  #refresh (): Promise<void> {
     if (this.#inFlight === undefined && Date.now() >= this.#failedUntil && !this.#closing.signal.aborted) {
       const attempt = this.#fetchKeySet()
       this.#inFlight = attempt
       void attempt.then(() => { this.#inFlight = undefined })
     }
-    return this.#inFlight ?? Promise.resolve(false)
+    return this.#inFlight ?? Promise.resolve()
   }
 
-  async #fetchKeySet (): Promise<boolean> {
+  async #fetchKeySet (): Promise<void> {
     try {
       const response = await fetch(this.#jwksUrl, {
         headers: { accept: 'application/json' },
@@ -155,14 +155,12 @@ export class KeySource {
         throw new JwksError(`status ${response.status}`)
       }
       this.#install(parseKeySet(await readBody(response, MAX_JWKS_BYTES)))
-      return true
     } catch (error) {
       this.#failedUntil = Date.now() + this.#options.fetchTimeoutMs
       if (!this.#closing.signal.aborted) {
         this.#options.log?.warn({ jwksUrl: this.#jwksUrl, reason: describeFailure(error) }, 'could not fetch the issuer\'s signing keys')
         this.#retryUntilReady()
       }
-      return false
     }
   }
 

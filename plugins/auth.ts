@@ -37,8 +37,8 @@ declare module '@fastify/jwt' {
 
 /**
  * Bearer-token authentication with @fastify/jwt, keys from the key source. A route asks for it in its
- * config (`config: { auth: { scopes: ['read:messages'] } }`) and this plugin attaches `authenticate`
- * (onRequest) and the scope check (preHandler) to it.
+ * config (`config: { auth: { scopes: ['read:messages'] } }`) and this plugin attaches one onRequest hook
+ * to it: `authenticate`, followed by the scope check when the route names scopes.
  */
 export default fp(async function auth (app) {
   const { config, keySource } = app
@@ -120,9 +120,10 @@ export default fp(async function auth (app) {
   })
 
   function authorize (requirement: ScopeRequirement) {
+    const denied = new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
     return async function authenticateWithScopes (request: FastifyRequest): Promise<void> {
       if (!isSatisfied(requirement, await identify(request))) {
-        throw new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
+        throw denied
       }
     }
   }
