@@ -8,11 +8,10 @@ export interface AccessTokenClaims {
   sub?: string
   iat?: number
   nbf?: number
-  azp?: string
-  /** Space-separated scopes granted to the client. */
-  scope?: string
-  /** Auth0 RBAC permissions. */
-  permissions?: string[]
+  /** Space-separated scopes, as the token states them (a route's `config.auth` is what checks them). */
+  scope?: unknown
+  /** Auth0 RBAC permissions, as the token states them. */
+  permissions?: unknown
   [claim: string]: unknown
 }
 
@@ -40,5 +39,19 @@ export function checkClaims (payload: Record<string, unknown>, expected: Expecte
   if (!accepted) {
     throw new AuthError('invalid_claims', 'Token audience is not accepted')
   }
-  return payload as AccessTokenClaims
+  if (payload.sub !== undefined && typeof payload.sub !== 'string') {
+    throw new AuthError('invalid_claims', 'Token has a claim of the wrong type')
+  }
+  return deepFreeze(payload) as AccessTokenClaims
+}
+
+/** Verified claims are facts shared by every request that presents the token: nobody may change them. */
+function deepFreeze<T> (value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const inner of Object.values(value)) {
+      deepFreeze(inner)
+    }
+    Object.freeze(value)
+  }
+  return value
 }

@@ -24,7 +24,7 @@ const EnvSchema = Type.Object({
   AUTH0_ALGORITHMS: Type.String({ default: 'RS256' }),
   AUTH0_CLOCK_TOLERANCE: Type.Integer({ minimum: 0, maximum: 300, default: 5 }),
   JWKS_TIMEOUT_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 5_000 }),
-  JWKS_COOLDOWN_MS: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 30_000 }),
+  JWKS_COOLDOWN_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
   JWKS_MAX_AGE_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 600_000 }),
   PORT: Type.Integer({ minimum: 0, maximum: 65_535, default: 3000 }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
@@ -36,6 +36,7 @@ type Env = Static<typeof EnvSchema>
 
 /** Every environment variable the service reads. */
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(EnvSchema.properties)
+const INTEGER_VARIABLES = Object.entries(EnvSchema.properties).filter(([, schema]) => (schema as { type?: unknown }).type === 'integer').map(([name]) => name)
 
 export interface Config {
   production: boolean
@@ -73,6 +74,11 @@ export interface LoadConfigOptions {
  */
 export function loadConfig (env: Record<string, string | undefined>, options: LoadConfigOptions = {}): Config {
   const data = { ...withoutEmpty(readEnvFile(options.dotenvPath)), ...withoutEmpty(env) }
+  // ajv would read `0x10` or `1e3` as numbers: an integer setting is decimal digits and nothing else.
+  const notDecimal = INTEGER_VARIABLES.find((name) => data[name] !== undefined && !/^\s*\d+\s*$/.test(data[name]))
+  if (notDecimal !== undefined) {
+    throw new ConfigError(`${notDecimal} must be integer`)
+  }
   let parsed: Env
   try {
     parsed = envSchema<Env>({ schema: EnvSchema, data, env: false })

@@ -1,4 +1,5 @@
 import { createPublicKey, type JsonWebKey } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import { AuthError } from './errors.js'
 
 export interface KeySourceOptions {
@@ -93,13 +94,21 @@ export class KeySource {
       throw new AuthError('invalid_token', 'Token has no usable key id (kid)')
     }
     const key = this.#keys.get(kid) ?? await this.#lookUpUnknown(kid)
-    if (Date.now() - this.#fetchedAt >= this.#options.keyMaxAgeMs) {
-      void this.#refresh() // serve this request with the key in hand; the set is renewed meanwhile
-    }
+    this.renewIfOld()
     if (key.alg !== undefined && key.alg !== alg) {
       throw new AuthError('invalid_token', 'Token algorithm does not match its key')
     }
     return key.pem
+  }
+
+  /**
+   * Fetches the key set in the background if it is older than `keyMaxAgeMs`. Called for every token, also
+   * those answered from a cache, so that a withdrawn key stops working on time however busy the cache is.
+   */
+  renewIfOld (): void {
+    if (performance.now() - this.#fetchedAt >= this.#options.keyMaxAgeMs) {
+      void this.#refresh() // the request that noticed is served with the keys in hand
+    }
   }
 
   /** Starts the background fetch that makes `ready` true; retried until it succeeds. */
@@ -116,27 +125,30 @@ export class KeySource {
   }
 
   async #lookUpUnknown (kid: string): Promise<PublicKey> {
+    const fetchedBefore = this.#fetchedAt
     if (this.#inFlight !== undefined) {
       await this.#inFlight
-    } else if (!this.#isRemembered(kid) && Date.now() - this.#fetchedAt >= this.#options.unknownKidCooldownMs) {
+    } else if (!this.#isRemembered(kid) && performance.now() - this.#fetchedAt >= this.#options.unknownKidCooldownMs) {
       await this.#refresh()
     }
     const key = this.#keys.get(kid)
     if (key !== undefined) {
       return key
     }
-    if (Date.now() < this.#failedUntil && !this.#isRemembered(kid)) {
+    if (performance.now() < this.#failedUntil && !this.#isRemembered(kid)) {
       throw new AuthError('jwks_unavailable', 'The token issuer\'s signing keys cannot be fetched right now', {
-        retryAfterSec: Math.max(1, Math.ceil((this.#failedUntil - Date.now()) / 1000)),
+        retryAfterSec: Math.max(1, Math.ceil((this.#failedUntil - performance.now()) / 1000)),
       })
     }
-    this.#remember(kid)
+    if (this.#fetchedAt !== fetchedBefore) {
+      this.#remember(kid) // a fetch made for this lookup confirmed it absent; within the cooldown, none did
+    }
     throw new AuthError('invalid_token', 'Token signing key is not known', { permanent: false }) // it may be published later
   }
 
   /** Fetches the key set, one fetch at a time and none during the pause after a failure. Never rejects. */
   #refresh (): Promise<void> {
-    if (this.#inFlight === undefined && Date.now() >= this.#failedUntil && !this.#closing.signal.aborted) {
+    if (this.#inFlight === undefined && performance.now() >= this.#failedUntil && !this.#closing.signal.aborted) {
       const attempt = this.#fetchKeySet()
       this.#inFlight = attempt
       void attempt.then(() => { this.#inFlight = undefined })
@@ -156,7 +168,7 @@ export class KeySource {
       }
       this.#install(parseKeySet(await readBody(response, MAX_JWKS_BYTES)))
     } catch (error) {
-      this.#failedUntil = Date.now() + this.#options.fetchTimeoutMs
+      this.#failedUntil = performance.now() + this.#options.fetchTimeoutMs
       if (!this.#closing.signal.aborted) {
         this.#options.log?.warn({ jwksUrl: this.#jwksUrl, reason: describeFailure(error) }, 'could not fetch the issuer\'s signing keys')
         this.#retryUntilReady()
@@ -166,13 +178,14 @@ export class KeySource {
 
   #install (keys: Map<string, PublicKey>): void {
     for (const [kid, key] of this.#keys) {
-      if (keys.get(kid)?.pem !== key.pem) {
+      const next = keys.get(kid)
+      if (next?.pem !== key.pem || next.alg !== key.alg) {
         this.#version++ // a key was withdrawn or replaced
         break
       }
     }
     this.#keys = keys
-    this.#fetchedAt = Date.now()
+    this.#fetchedAt = performance.now()
     for (const kid of keys.keys()) {
       this.#unknownKids.delete(kid)
     }
@@ -182,6 +195,7 @@ export class KeySource {
     if (!this.ready && this.#retryTimer === undefined) {
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = undefined
+        this.#failedUntil = 0 // the pause is over: a timer may fire a moment before the clock says so
         this.warmUp()
       }, this.#options.fetchTimeoutMs).unref()
     }
@@ -189,7 +203,7 @@ export class KeySource {
 
   #isRemembered (kid: string): boolean {
     const expiresAt = this.#unknownKids.get(kid)
-    if (expiresAt !== undefined && Date.now() >= expiresAt) {
+    if (expiresAt !== undefined && performance.now() >= expiresAt) {
       this.#unknownKids.delete(kid)
       return false
     }
@@ -201,7 +215,7 @@ export class KeySource {
     if (this.#unknownKids.size >= UNKNOWN_KIDS_MAX) {
       this.#unknownKids.delete(this.#unknownKids.keys().next().value!) // the oldest entry
     }
-    this.#unknownKids.set(kid, Date.now() + this.#options.unknownKidTtlMs)
+    this.#unknownKids.set(kid, performance.now() + this.#options.unknownKidTtlMs)
   }
 }
 

@@ -1,21 +1,31 @@
 const SEEN_SLOTS = 1 << 16
 
+interface Entry<T> {
+  value: T
+  expiresAt: number
+  version: number
+  bytes: number
+}
+
 /**
  * A bounded map from a token's hash to what verifying it gave, until `expiresAt` or until the key set
- * changes (`version`). Keys must be hashes (uniformly random strings): their first characters serve as a
- * fingerprint.
+ * changes (`version`). Bounded both in entries and in bytes (the caller states what an entry weighs: a
+ * token with hundreds of permissions weighs more than one with a scope), so that no mix of valid tokens can
+ * make it outgrow its budget. Keys must be hashes (uniformly random strings): their first characters serve
+ * as a fingerprint.
  *
  * An outcome is stored the second time it is offered: a client that reuses its token gets it remembered
  * from its third request on, while a token seen once (most of a flood of new tokens) leaves nothing behind
  * that would outlive the request and churn the garbage collector. A fixed table of fingerprints records
- * the first sightings; a collision only stores an outcome early. When full, the oldest entry goes first
+ * the first sightings; a collision only stores an outcome early. When full, the oldest entries go first
  * (insertion order): a hit costs no bookkeeping.
  */
 export class OutcomeCache<T> {
-  readonly #entries = new Map<string, { value: T, expiresAt: number, version: number }>()
+  readonly #entries = new Map<string, Entry<T>>()
   readonly #seen = new Int32Array(SEEN_SLOTS)
+  #bytes = 0
 
-  constructor (readonly maxEntries: number) {}
+  constructor (readonly maxEntries: number, readonly maxBytes: number) {}
 
   get (key: string, now: number, version: number): T | undefined {
     const entry = this.#entries.get(key)
@@ -23,21 +33,33 @@ export class OutcomeCache<T> {
       return undefined
     }
     if (now >= entry.expiresAt || entry.version !== version) {
-      this.#entries.delete(key)
+      this.#delete(key, entry)
       return undefined
     }
     return entry.value
   }
 
-  set (key: string, value: T, expiresAt: number, version: number, now: number): void {
-    if (expiresAt <= now || !this.#seenBefore(key)) {
+  set (key: string, value: T, expiresAt: number, version: number, now: number, bytes: number): void {
+    if (expiresAt <= now || bytes > this.maxBytes || !this.#seenBefore(key)) {
       return
     }
-    this.#entries.delete(key)
-    if (this.#entries.size >= this.maxEntries) {
-      this.#entries.delete(this.#entries.keys().next().value!)
+    const previous = this.#entries.get(key)
+    if (previous !== undefined) {
+      this.#delete(key, previous)
     }
-    this.#entries.set(key, { value, expiresAt, version })
+    for (const [oldest, entry] of this.#entries) {
+      if (this.#entries.size < this.maxEntries && this.#bytes + bytes <= this.maxBytes) {
+        break
+      }
+      this.#delete(oldest, entry)
+    }
+    this.#entries.set(key, { value, expiresAt, version, bytes })
+    this.#bytes += bytes
+  }
+
+  #delete (key: string, entry: Entry<T>): void {
+    this.#entries.delete(key)
+    this.#bytes -= entry.bytes
   }
 
   /** Records a sighting of `key`; true if it was seen before. */

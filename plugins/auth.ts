@@ -15,8 +15,11 @@ interface VerifiedToken {
   scopes: ReadonlySet<string>
 }
 
+// An entry weighs about three times its token (claims parsed into objects); 16 MiB of tokens bounds the heap.
 const VERIFIED_TOKENS_MAX = 10_000
+const VERIFIED_TOKENS_MAX_BYTES = 16 * 1024 * 1024
 const REJECTED_TOKENS_MAX = 1_000
+const REJECTED_TOKENS_MAX_BYTES = 1024 * 1024
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -60,13 +63,14 @@ export default fp(async function auth (app) {
   // What verifying a token gave, by the SHA-256 of the whole token: a client reusing its token costs a
   // hash and a lookup instead of a signature check. Failures that can only repeat (a bad signature, an
   // expiry) are remembered apart, so a flood of bad tokens cannot push good ones out.
-  const verified = new OutcomeCache<VerifiedToken>(VERIFIED_TOKENS_MAX)
-  const rejected = new OutcomeCache<AuthError>(REJECTED_TOKENS_MAX)
+  const verified = new OutcomeCache<VerifiedToken>(VERIFIED_TOKENS_MAX, VERIFIED_TOKENS_MAX_BYTES)
+  const rejected = new OutcomeCache<AuthError>(REJECTED_TOKENS_MAX, REJECTED_TOKENS_MAX_BYTES)
 
   async function verify (request: FastifyRequest): Promise<VerifiedToken> {
     const token = bearerToken(request.headers.authorization)
     const key = hash('sha256', token, 'base64')
     const now = Date.now()
+    keySource.renewIfOld()
     const version = keySource.version
     const known = verified.get(key, now, version)
     if (known !== undefined) {
@@ -79,12 +83,12 @@ export default fp(async function auth (app) {
     try {
       const claims = checkClaims(await request.jwtVerify<Record<string, unknown>>(), expected)
       const result = { claims, scopes: grantedScopes(claims) }
-      verified.set(key, result, Math.min(claims.exp * 1000, now + outcomeMaxAgeMs), version, now)
+      verified.set(key, result, Math.min(claims.exp * 1000, now + outcomeMaxAgeMs), version, now, token.length)
       return result
     } catch (error) {
       const authError = toAuthError(error)
       if (authError.permanent) {
-        rejected.set(key, authError, now + outcomeMaxAgeMs, version, now)
+        rejected.set(key, authError, now + outcomeMaxAgeMs, version, now, token.length)
       }
       throw authError
     }

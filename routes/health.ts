@@ -11,6 +11,7 @@ export default async function health (app: FastifyInstance) {
   // Ready once the issuer's signing keys can be had; until then a replica should get no traffic.
   app.get('/ready', { schema: { response: { 200: Status } } }, async () => {
     if (!app.keySource.ready) {
+      app.keySource.warmUp() // a safety net: the key source retries on its own
       throw new AuthError('jwks_unavailable', 'The token issuer\'s signing keys are not loaded yet')
     }
     return { status: 'ready' }

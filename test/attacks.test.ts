@@ -49,6 +49,7 @@ t.test('forged and broken tokens are each a 401, never a 500', async (t) => {
     'missing exp': { token: issuer.token({ exp: undefined }), code: 'invalid_claims' },
     'missing iss': { token: issuer.token({ iss: undefined }), code: 'invalid_claims' },
     'missing aud': { token: issuer.token({ aud: undefined }), code: 'invalid_claims' },
+    'sub of the wrong type': { token: issuer.token({ sub: { id: 1 } }), code: 'invalid_claims' },
   }
   for (const [name, attack] of Object.entries(attacks)) {
     for (const url of ['/api/private', '/api/private-scoped']) {

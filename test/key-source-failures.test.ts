@@ -109,6 +109,18 @@ t.test('readiness: a background fetch at startup, retried until the issuer answe
   t.equal(issuer.requests, 2, 'no fetch once ready')
 })
 
+t.test('readiness survives a long startup outage (many retries)', async (t) => {
+  const issuer = await startIssuer(t)
+  issuer.mode = 'down'
+  const source = keySource(t, issuer, { fetchTimeoutMs: 50 })
+  source.warmUp()
+  await sleep(800)
+  t.ok(issuer.requests >= 5, `retried ${issuer.requests} times`)
+  issuer.mode = 'up'
+  await sleep(300)
+  t.ok(source.ready)
+})
+
 t.test('close() aborts the fetch under way, quietly', async (t) => {
   const issuer = await startIssuer(t)
   issuer.mode = 'hang'
@@ -133,15 +145,21 @@ t.test('through the app: 503 with Retry-After, and /ready', async (t) => {
   t.equal(notReady.statusCode, 503)
   t.equal(notReady.json().code, 'jwks_unavailable')
 
-  const response = await app.inject({ url: '/api/private', headers: bearer(issuer.token()) })
+  const token = issuer.token()
+  const response = await app.inject({ url: '/api/private', headers: bearer(token) })
   t.equal(response.statusCode, 503)
   t.match(response.headers['retry-after'], /^[1-9]\d*$/)
   t.same(response.json(), { statusCode: 503, error: 'Service Unavailable', code: 'jwks_unavailable', message: 'The token issuer\'s signing keys cannot be fetched right now' })
   t.notMatch(response.body, /502|html|ECONNRESET|UND_ERR|127\.0\.0\.1/i, 'nothing from upstream reaches the client')
 
+  // The same token, again and again, while the issuer is down: an outage is never remembered as the answer.
+  for (let i = 0; i < 3; i++) {
+    t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 503)
+  }
   issuer.mode = 'up'
   await sleep(TIMEOUT_MS + 200)
   t.equal((await app.inject('/ready')).statusCode, 200)
+  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'the same token passes once the issuer is back')
   t.equal((await app.inject({ url: '/api/private', headers: bearer(issuer.token()) })).statusCode, 200)
   t.equal((await app.inject('/health')).statusCode, 200)
 })

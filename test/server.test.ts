@@ -28,7 +28,7 @@ t.test('configured from the environment: serves, never logs a token, and shuts d
     PORT: '0',
     LOG_LEVEL: 'trace',
     JWKS_TIMEOUT_MS: '2000',
-    JWKS_COOLDOWN_MS: '0',
+    JWKS_COOLDOWN_MS: '1000',
   })
   const base = LISTENING.exec(await server.waitFor(LISTENING))![1]!
   const token = issuer.token({ scope: 'read:messages' })
@@ -38,6 +38,7 @@ t.test('configured from the environment: serves, never logs a token, and shuts d
   t.equal((await fetch(`${base}/ready`)).status, 200)
 
   // A request still waiting on the (now hanging) issuer when SIGTERM arrives gets its answer.
+  await new Promise((resolve) => setTimeout(resolve, 1000)) // past the cooldown: a new kid fetches the key set
   issuer.mode = 'hang'
   const inFlight = fetch(`${base}/api/private`, { headers: bearer(issuer.token({}, issuer.rotate())) })
   await new Promise((resolve) => setTimeout(resolve, 300))
