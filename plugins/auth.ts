@@ -66,7 +66,8 @@ export default fp(async function auth (app) {
   const verified = new OutcomeCache<VerifiedToken>(VERIFIED_TOKENS_MAX, VERIFIED_TOKENS_MAX_BYTES)
   const rejected = new OutcomeCache<AuthError>(REJECTED_TOKENS_MAX, REJECTED_TOKENS_MAX_BYTES)
 
-  async function verify (request: FastifyRequest): Promise<VerifiedToken> {
+  /** The token's outcome: from memory when it is known (no promise, no await), else its verification. */
+  function verify (request: FastifyRequest): VerifiedToken | Promise<VerifiedToken> {
     const token = bearerToken(request.headers.authorization)
     const key = hash('sha256', token, 'base64')
     const now = Date.now()
@@ -80,58 +81,76 @@ export default fp(async function auth (app) {
     if (failure !== undefined) {
       throw failure
     }
+    return verifyNew(request, { key, now, version, bytes: token.length })
+  }
+
+  async function verifyNew (request: FastifyRequest, entry: { key: string, now: number, version: number, bytes: number }): Promise<VerifiedToken> {
+    const { key, now, version, bytes } = entry
     try {
       const claims = checkClaims(await request.jwtVerify<Record<string, unknown>>(), expected)
       const result = { claims, scopes: grantedScopes(claims) }
-      verified.set(key, result, Math.min(claims.exp * 1000, now + outcomeMaxAgeMs), version, now, token.length)
+      verified.set(key, result, Math.min(claims.exp * 1000, now + outcomeMaxAgeMs), version, now, bytes)
       return result
     } catch (error) {
       const authError = toAuthError(error)
       if (authError.permanent) {
-        rejected.set(key, authError, now + outcomeMaxAgeMs, version, now, token.length)
+        rejected.set(key, authError, now + outcomeMaxAgeMs, version, now, bytes)
       }
       throw authError
     }
   }
 
-  /** Verifies the token and sets request.user; resolves with the scopes it grants. */
-  async function identify (request: FastifyRequest): Promise<ReadonlySet<string>> {
+  async function authenticate (request: FastifyRequest): Promise<void> {
     try {
-      const { claims, scopes } = await verify(request)
-      request.user = claims
-      return scopes
+      request.user = (await verify(request)).claims
     } catch (error) {
-      // Leave no rejected claims behind: @fastify/jwt sets request.user before our claim check.
-      (request as { user: unknown }).user = null
+      forget(request)
       throw error
     }
   }
-
-  async function authenticate (request: FastifyRequest): Promise<void> {
-    await identify(request)
-  }
   app.decorate('authenticate', authenticate)
 
-  // Both checks run onRequest, first: a request without the right token costs no body parsing.
+  // One onRequest hook, first: a request without the right token costs no body parsing. It is callback
+  // style so that a remembered token costs no promise.
   app.addHook('onRoute', (route) => {
     const auth = route.config?.auth
     if (auth === undefined) {
       return
     }
     const requirement = scopeRequirement(auth, `${String(route.method)} ${route.url}`)
-    const check = requirement === undefined ? authenticate : authorize(requirement)
-    route.onRequest = [check as onRequestHookHandler, ...asArray(route.onRequest)]
+    route.onRequest = [guard(requirement), ...asArray(route.onRequest)]
   })
 
-  function authorize (requirement: ScopeRequirement) {
-    const denied = new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
-    return async function authenticateWithScopes (request: FastifyRequest): Promise<void> {
-      if (!isSatisfied(requirement, await identify(request))) {
-        throw denied
+  function guard (requirement: ScopeRequirement | undefined): onRequestHookHandler {
+    const denied = requirement && new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
+    function admit (request: FastifyRequest, { claims, scopes }: VerifiedToken): AuthError | undefined {
+      request.user = claims
+      return requirement === undefined || isSatisfied(requirement, scopes) ? undefined : denied
+    }
+    return function authenticateRequest (request, _reply, done) {
+      let outcome: VerifiedToken | Promise<VerifiedToken>
+      try {
+        outcome = verify(request)
+      } catch (error) {
+        forget(request)
+        return done(error as AuthError)
+      }
+      if (outcome instanceof Promise) {
+        outcome.then((verifiedToken) => done(admit(request, verifiedToken)), (error: AuthError) => {
+          forget(request)
+          done(error)
+        })
+      } else {
+        done(admit(request, outcome))
       }
     }
   }
 }, { name: 'auth', dependencies: ['config', 'key-source'] })
+
+/** Leaves no rejected claims behind: @fastify/jwt sets request.user before our claim check. */
+function forget (request: FastifyRequest): void {
+  (request as { user: unknown }).user = null
+}
 
 function asArray<T> (value: T | T[] | undefined): T[] {
   return value === undefined ? [] : Array.isArray(value) ? value : [value]
