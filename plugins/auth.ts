@@ -41,7 +41,8 @@ declare module '@fastify/jwt' {
 /**
  * Bearer-token authentication with @fastify/jwt, keys from the key source. A route asks for it in its
  * config (`config: { auth: { scopes: ['read:messages'] } }`) and this plugin attaches one onRequest hook
- * to it: `authenticate`, followed by the scope check when the route names scopes.
+ * to it that authenticates and, when the route names scopes, checks them. `app.authenticate` does the
+ * first half for routes that want to decide for themselves.
  */
 export default fp(async function auth (app) {
   const { config, keySource } = app
