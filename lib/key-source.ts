@@ -57,6 +57,9 @@ export class KeySource {
   readonly #jwksUrl: string
   #keys = new Map<string, PublicKey>()
   #fetchedAt = -Infinity
+  /** Fetches started so far, and which of them brought the key set in hand. */
+  #fetchesStarted = 0
+  #setFromFetch = 0
   #version = 0
   readonly #unknownKids = new Map<string, number>()
   readonly #closing = new AbortController()
@@ -125,7 +128,7 @@ export class KeySource {
   }
 
   async #lookUpUnknown (kid: string): Promise<PublicKey> {
-    const fetchedBefore = this.#fetchedAt
+    const fetchesBefore = this.#fetchesStarted
     if (this.#inFlight !== undefined) {
       await this.#inFlight
     } else if (!this.#isRemembered(kid) && performance.now() - this.#fetchedAt >= this.#options.unknownKidCooldownMs) {
@@ -140,8 +143,10 @@ export class KeySource {
         retryAfterSec: Math.max(1, Math.ceil((this.#failedUntil - performance.now()) / 1000)),
       })
     }
-    if (this.#fetchedAt !== fetchedBefore) {
-      this.#remember(kid) // a fetch made for this lookup confirmed it absent; within the cooldown, none did
+    if (this.#setFromFetch > fetchesBefore) {
+      // Only a fetch that started after this kid was seen proves it absent: one already under way, or none
+      // within the cooldown, may predate its publication.
+      this.#remember(kid)
     }
     throw new AuthError('invalid_token', 'Token signing key is not known', { permanent: false }) // it may be published later
   }
@@ -149,14 +154,14 @@ export class KeySource {
   /** Fetches the key set, one fetch at a time and none during the pause after a failure. Never rejects. */
   #refresh (): Promise<void> {
     if (this.#inFlight === undefined && performance.now() >= this.#failedUntil && !this.#closing.signal.aborted) {
-      const attempt = this.#fetchKeySet()
+      const attempt = this.#fetchKeySet(++this.#fetchesStarted)
       this.#inFlight = attempt
       void attempt.then(() => { this.#inFlight = undefined })
     }
     return this.#inFlight ?? Promise.resolve()
   }
 
-  async #fetchKeySet (): Promise<void> {
+  async #fetchKeySet (fetchNumber: number): Promise<void> {
     try {
       const response = await fetch(this.#jwksUrl, {
         headers: { accept: 'application/json' },
@@ -166,7 +171,7 @@ export class KeySource {
       if (!response.ok) {
         throw new JwksError(`status ${response.status}`)
       }
-      this.#install(parseKeySet(await readBody(response, MAX_JWKS_BYTES)))
+      this.#install(parseKeySet(await readBody(response, MAX_JWKS_BYTES)), fetchNumber)
     } catch (error) {
       this.#failedUntil = performance.now() + this.#options.fetchTimeoutMs
       if (!this.#closing.signal.aborted) {
@@ -176,7 +181,7 @@ export class KeySource {
     }
   }
 
-  #install (keys: Map<string, PublicKey>): void {
+  #install (keys: Map<string, PublicKey>, fetchNumber: number): void {
     for (const [kid, key] of this.#keys) {
       const next = keys.get(kid)
       if (next?.pem !== key.pem || next.alg !== key.alg) {
@@ -186,6 +191,7 @@ export class KeySource {
     }
     this.#keys = keys
     this.#fetchedAt = performance.now()
+    this.#setFromFetch = fetchNumber
     for (const kid of keys.keys()) {
       this.#unknownKids.delete(kid)
     }

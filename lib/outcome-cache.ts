@@ -25,7 +25,7 @@ export class OutcomeCache<T> {
   readonly #seen = new Int32Array(SEEN_SLOTS)
   #bytes = 0
 
-  constructor (readonly maxEntries: number, readonly maxBytes: number) {}
+  constructor (readonly maxEntries: number, readonly maxBytes = Infinity) {}
 
   get (key: string, now: number, version: number): T | undefined {
     const entry = this.#entries.get(key)
@@ -39,7 +39,7 @@ export class OutcomeCache<T> {
     return entry.value
   }
 
-  set (key: string, value: T, expiresAt: number, version: number, now: number, bytes: number): void {
+  set (key: string, value: T, expiresAt: number, version: number, now: number, bytes = 0): void {
     if (expiresAt <= now || bytes > this.maxBytes || !this.#seenBefore(key)) {
       return
     }

@@ -138,3 +138,33 @@ t.test('an issuer without a trailing slash: its key set is still under <issuer>/
   t.teardown(() => source.close())
   t.match(await source.getKey(header(issuer.keys[0]!.kid)), /PUBLIC KEY/)
 })
+
+t.test('a kid published while a fetch was under way is not remembered as unknown', async (t) => {
+  const issuer = await startIssuer(t)
+  issuer.mode = 'slow'
+  issuer.delayMs = 200
+  const source = keySource(t, issuer, { unknownKidCooldownMs: 300 })
+  const junk = failure(source.getKey(header('junk'))) // starts a fetch of the set as it is now
+  await sleep(50)
+  const published = issuer.rotate()
+  t.equal((await failure(source.getKey(header(published.kid)))).message, 'Token signing key is not known', 'the fetch it waited for predates it')
+  await junk
+  await sleep(350)
+  t.match(await source.getKey(header(published.kid)), /PUBLIC KEY/, 'found by the next fetch, one window later')
+  t.equal(issuer.requests, 2)
+})
+
+t.test('a key that changes its alg changes the version', async (t) => {
+  const issuer = await startIssuer(t)
+  const rsa = issuer.keys[0]!.publicKey.export({ format: 'jwk' })
+  issuer.extraJwks = [{ ...rsa, kid: 'flexible' }]
+  const source = keySource(t, issuer, { keyMaxAgeMs: 0, algorithms: ['RS256', 'PS256'] })
+  await source.getKey(header('flexible', 'PS256'))
+  await sleep(50) // the renewal after that use
+  const version = source.version
+  issuer.extraJwks = [{ ...rsa, kid: 'flexible', alg: 'RS256' }]
+  await source.getKey(header('flexible', 'PS256')) // still served from the set in hand, which is renewed
+  await sleep(50)
+  t.ok(source.version > version, 'the same key material under a new alg is a changed key')
+  t.equal((await failure(source.getKey(header('flexible', 'PS256')))).message, 'Token algorithm does not match its key')
+})

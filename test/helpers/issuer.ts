@@ -76,7 +76,8 @@ export class TestIssuer {
     } else if (this.mode === 'garbage') {
       response.writeHead(200, { 'content-type': 'application/json' }).end('<html>maintenance</html>')
     } else if (this.mode === 'slow') {
-      setTimeout(() => this.#serveJwks(response), this.delayMs)
+      const body = this.#jwksBody() // as the key set is when the request arrives, like a real issuer's
+      setTimeout(() => response.writeHead(200, { 'content-type': 'application/json' }).end(body), this.delayMs)
     } else if (request.url !== this.jwksPath) {
       response.writeHead(404).end()
     } else {
@@ -85,10 +86,14 @@ export class TestIssuer {
   }
 
   #serveJwks (response: ServerResponse): void {
+    response.writeHead(this.jwksStatus, { 'content-type': 'application/json' }).end(this.#jwksBody())
+  }
+
+  #jwksBody (): string {
     const keys = this.mode === 'empty'
       ? []
       : [...this.keys.map(({ kid, publicKey }) => ({ ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' })), ...this.extraJwks]
-    response.writeHead(this.jwksStatus, { 'content-type': 'application/json' }).end(this.jwksBody ?? JSON.stringify({ keys }))
+    return this.jwksBody ?? JSON.stringify({ keys })
   }
 }
 
