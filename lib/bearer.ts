@@ -3,7 +3,7 @@ import { AuthError } from './errors.js'
 // RFC 6750 §2.1: the scheme is case-insensitive and the token is a b64token. One token, nothing after it.
 const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 
-// Made once: these answers never vary, and a flood of requests without a token should cost no stack traces.
+// Fixed answers are made once: a flood of requests without a token should cost no stack traces.
 const MISSING = new AuthError('authorization_header_missing', 'Authorization header is missing')
 const MALFORMED = new AuthError('invalid_header', 'Authorization header must be Bearer followed by one token')
 

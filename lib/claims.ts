@@ -15,6 +15,12 @@ export interface AccessTokenClaims {
   [claim: string]: unknown
 }
 
+// Made once, like every fixed answer: a refused token should cost no stack trace.
+const NO_EXPIRY = new AuthError('invalid_claims', 'Token has no expiry (exp)')
+const UNTRUSTED_ISSUER = new AuthError('invalid_claims', 'Token issuer is not trusted')
+const WRONG_AUDIENCE = new AuthError('invalid_claims', 'Token audience is not accepted')
+export const WRONG_CLAIM_TYPE = new AuthError('invalid_claims', 'Token has a claim of the wrong type')
+
 export interface ExpectedClaims {
   issuer: string
   audiences: readonly string[]
@@ -27,20 +33,20 @@ export interface ExpectedClaims {
  */
 export function checkClaims (payload: Record<string, unknown>, expected: ExpectedClaims): AccessTokenClaims {
   if (typeof payload.exp !== 'number') {
-    throw new AuthError('invalid_claims', 'Token has no expiry (exp)')
+    throw NO_EXPIRY
   }
   if (payload.iss !== expected.issuer) {
-    throw new AuthError('invalid_claims', 'Token issuer is not trusted')
+    throw UNTRUSTED_ISSUER
   }
   const { aud } = payload
   const accepted = typeof aud === 'string'
     ? expected.audiences.includes(aud)
     : Array.isArray(aud) && aud.some((value) => expected.audiences.includes(value))
   if (!accepted) {
-    throw new AuthError('invalid_claims', 'Token audience is not accepted')
+    throw WRONG_AUDIENCE
   }
   if (payload.sub !== undefined && typeof payload.sub !== 'string') {
-    throw new AuthError('invalid_claims', 'Token has a claim of the wrong type')
+    throw WRONG_CLAIM_TYPE
   }
   return deepFreeze(payload) as AccessTokenClaims
 }

@@ -32,6 +32,12 @@ interface PublicKey {
   alg: string | undefined
 }
 
+// Fixed answers are made once: a flood of bad tokens should cost no stack traces.
+const ALGORITHM_NOT_ALLOWED = new AuthError('invalid_token', 'Token algorithm is not allowed')
+const NO_USABLE_KID = new AuthError('invalid_token', 'Token has no usable key id (kid)')
+const ALGORITHM_MISMATCH = new AuthError('invalid_token', 'Token algorithm does not match its key')
+const UNKNOWN_KEY = new AuthError('invalid_token', 'Token signing key is not known', { permanent: false }) // it may be published later
+
 const DEFAULT_KEY_MAX_AGE_MS = 10 * 60_000
 const DEFAULT_UNKNOWN_KID_TTL_MS = 5 * 60_000
 const MAX_KID_LENGTH = 256
@@ -91,15 +97,15 @@ export class KeySource {
   async getKey (header: TokenHeader): Promise<string> {
     const { alg, kid } = header
     if (typeof alg !== 'string' || !this.#options.algorithms.includes(alg)) {
-      throw new AuthError('invalid_token', 'Token algorithm is not allowed')
+      throw ALGORITHM_NOT_ALLOWED
     }
     if (typeof kid !== 'string' || kid === '' || kid.length > MAX_KID_LENGTH) {
-      throw new AuthError('invalid_token', 'Token has no usable key id (kid)')
+      throw NO_USABLE_KID
     }
     const key = this.#keys.get(kid) ?? await this.#lookUpUnknown(kid)
     this.renewIfOld()
     if (key.alg !== undefined && key.alg !== alg) {
-      throw new AuthError('invalid_token', 'Token algorithm does not match its key')
+      throw ALGORITHM_MISMATCH
     }
     return key.pem
   }
@@ -148,7 +154,7 @@ export class KeySource {
       // within the cooldown, may predate its publication.
       this.#remember(kid)
     }
-    throw new AuthError('invalid_token', 'Token signing key is not known', { permanent: false }) // it may be published later
+    throw UNKNOWN_KEY
   }
 
   /** Fetches the key set, one fetch at a time and none during the pause after a failure. Never rejects. */

@@ -1,3 +1,4 @@
+import { WRONG_CLAIM_TYPE } from './claims.js'
 import { AuthError } from './errors.js'
 
 /**
@@ -5,12 +6,13 @@ import { AuthError } from './errors.js'
  * message. @fastify/jwt folds bad signatures, bad keys and malformed tokens into one code; the claim
  * codes (`iss`/`aud`) never arise because those checks are ours.
  */
-const BY_CODE: Record<string, () => AuthError> = {
-  FST_JWT_AUTHORIZATION_TOKEN_EXPIRED: () => new AuthError('token_expired', 'Token has expired'),
-  FAST_JWT_INACTIVE: () => new AuthError('invalid_claims', 'Token is not valid yet (nbf)', { permanent: false }),
-  FAST_JWT_INVALID_CLAIM_TYPE: () => new AuthError('invalid_claims', 'Token has a claim of the wrong type'),
-  FAST_JWT_MISSING_SIGNATURE: () => new AuthError('invalid_token', 'Token is not signed'),
+const BY_CODE: Record<string, AuthError> = {
+  FST_JWT_AUTHORIZATION_TOKEN_EXPIRED: new AuthError('token_expired', 'Token has expired'),
+  FAST_JWT_INACTIVE: new AuthError('invalid_claims', 'Token is not valid yet (nbf)', { permanent: false }),
+  FAST_JWT_INVALID_CLAIM_TYPE: WRONG_CLAIM_TYPE,
+  FAST_JWT_MISSING_SIGNATURE: new AuthError('invalid_token', 'Token is not signed'),
 }
+const INVALID = new AuthError('invalid_token', 'Token is malformed or its signature is invalid')
 
 /**
  * Maps an error from `request.jwtVerify()` to the contract. Our own errors (header parsing, key lookup)
@@ -23,7 +25,7 @@ export function toAuthError (error: unknown): AuthError {
   }
   const code = (error as { code?: unknown } | null)?.code
   if (typeof code === 'string' && (code.startsWith('FST_JWT_') || code.startsWith('FAST_JWT_'))) {
-    return BY_CODE[code]?.() ?? new AuthError('invalid_token', 'Token is malformed or its signature is invalid')
+    return BY_CODE[code] ?? INVALID
   }
   throw error
 }

@@ -8,7 +8,7 @@ const Status = Type.Object({ status: Type.String() })
 export default async function health (app: FastifyInstance) {
   app.get('/health', { schema: { response: { 200: Status } } }, async () => ({ status: 'ok' }))
 
-  // Ready once the issuer's signing keys can be had; until then a replica should get no traffic.
+  // Ready once the issuer's signing keys are loaded; until then a replica should get no traffic.
   app.get('/ready', { schema: { response: { 200: Status } } }, async () => {
     if (!app.keySource.ready) {
       app.keySource.warmUp() // a safety net: the key source retries on its own

@@ -68,6 +68,17 @@ t.test('the log says why a fetch failed', async (t) => {
   await failure(nobody.getKey(header('kid')))
 })
 
+t.test('a redirect of the key set to another server is not followed', async (t) => {
+  const issuer = await startIssuer(t)
+  const elsewhere = await startIssuer(t)
+  issuer.redirectTo = `${elsewhere.url}.well-known/jwks.json`
+  const logged: object[] = []
+  const source = keySource(t, issuer, { log: { warn: (details) => logged.push(details) } })
+  t.equal((await failure(source.getKey(header(elsewhere.keys[0]!.kid)))).code, 'jwks_unavailable')
+  t.equal(elsewhere.requests, 0, 'the other server received nothing')
+  t.match(logged, [{ reason: /redirect/ }])
+})
+
 t.test('a hanging issuer never holds a lookup past the deadline', async (t) => {
   const issuer = await startIssuer(t)
   const source = keySource(t, issuer)

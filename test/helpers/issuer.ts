@@ -31,6 +31,8 @@ export class TestIssuer {
   jwksStatus = 200
   /** Where the JWKS is served. */
   jwksPath = '/.well-known/jwks.json'
+  /** When set, the JWKS request is redirected there. */
+  redirectTo: string | undefined
   /** The keys published in the JWKS; `sign` uses the first by default. */
   keys: SigningKey[] = [newKey()]
   readonly #server = createServer((request, response) => this.#answer(request, response))
@@ -73,6 +75,8 @@ export class TestIssuer {
       response.writeHead(502, { 'content-type': 'text/html' }).end('<html><body><h1>502 Bad Gateway</h1></body></html>')
     } else if (this.mode === 'error') {
       response.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"internal","detail":"upstream secret detail"}')
+    } else if (this.redirectTo !== undefined) {
+      response.writeHead(302, { location: this.redirectTo }).end()
     } else if (this.mode === 'garbage') {
       response.writeHead(200, { 'content-type': 'application/json' }).end('<html>maintenance</html>')
     } else if (this.mode === 'slow') {
