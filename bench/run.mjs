@@ -1,18 +1,23 @@
-// `npm run bench`: the service (compiled, production settings, log level warn) against bare Fastify (bench/
-// baseline.mjs), scenario by scenario, alternating service and baseline over several rounds; medians.
-// Settings: BENCH_DURATION (seconds per run, default 5), BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (64),
+// `npm run bench`: the service (compiled, production settings, log level warn) against bare Fastify and against
+// the ideal paths (bench/baseline.mjs), scenario by scenario, in the same run, with the load generator of
+// bench/load.mjs in a process of its own. Every round starts fresh processes, then for each scenario measures
+// its targets forwards and backwards (A B C C B A), so that drift falls on all of them alike; a round's figure
+// for a target is the mean of its two runs, a round's ratio compares figures of the same round, and the table
+// shows medians over rounds (and the spread of the ratio).
+// Settings: BENCH_DURATION (seconds per run, default 1), BENCH_ROUNDS (default 7), BENCH_CONNECTIONS (64),
 // BENCH_ONLY (scenario letters to run, e.g. "ad"; default all).
 // Writes bench/results.json and prints a table. The issuer is the service's own dev issuer, in this process.
-import autocannon from 'autocannon'
-import { spawn } from 'node:child_process'
+import { fork, spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { startDevIssuer } from '../dist/lib/dev-issuer.js'
 
-const DURATION = Number(process.env.BENCH_DURATION ?? 5)
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const DURATION = Number(process.env.BENCH_DURATION ?? 1)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64)
+const ONLY = process.env.BENCH_ONLY ?? 'abcdef'
 const AUDIENCE = 'https://api.bench.test'
 const ROOT = join(import.meta.dirname, '..')
 const TICK_US = 1e6 / 100 // /proc reports CPU time in clock ticks, 100 per second on Linux
@@ -21,39 +26,33 @@ const issuer = await startDevIssuer(AUDIENCE)
 console.log('minting tokens...')
 const mint = (claims = {}) => issuer.mint({ expiresIn: 3600, ...claims }).access_token
 const token = mint()
-const scoped = mint({ scope: 'read:messages' })
 const badSignature = `${token.slice(0, token.lastIndexOf('.') + 1)}${Buffer.from('not the signature').toString('base64url')}`
-const clients = Array.from({ length: 1_000 }, (_, i) => mint({ sub: `client-${i}` }))
-const everyRequestNew = Array.from({ length: 20_000 }, (_, i) => mint({ sub: `user-${i}` }))
 
-/** Requests that each carry the next token of `tokens`, round-robin. */
-function rotating (tokens) {
-  let next = 0
-  return [{ setupRequest: (request) => ({ ...request, headers: { ...request.headers, authorization: `Bearer ${tokens[next++ % tokens.length]}` } }) }]
-}
+const request = (path, authorization) =>
+  `GET ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\n${authorization === undefined ? '' : `authorization: Bearer ${authorization}\r\n`}\r\n`
+const tokens = (count, prefix) => Array.from({ length: count }, (_, i) => mint({ sub: `${prefix}-${i}` }))
 
-const ONLY = process.env.BENCH_ONLY ?? 'abcdef'
+// `floor`: the ideal path the scenario is held against, besides bare Fastify; `target`: the least ratio to it.
 const scenarios = [
-  { id: 'a', name: 'reused token', path: '/api/private', headers: { authorization: `Bearer ${token}` }, status: 200 },
-  { id: 'b', name: 'reused scoped token', path: '/api/private-scoped', headers: { authorization: `Bearer ${scoped}` }, status: 200 },
-  { id: 'c', name: '1,000 clients', path: '/api/private', requests: rotating(clients), status: 200 },
-  { id: 'd', name: 'every request a new token', path: '/api/private', requests: rotating(everyRequestNew), status: 200 },
-  { id: 'e', name: 'bad signature', path: '/api/private', headers: { authorization: `Bearer ${badSignature}` }, status: 401 },
-  { id: 'f', name: 'public route', path: '/api/public', status: 200 },
+  { id: 'a', name: 'reused token', status: 200, floor: 'cached', target: 0.90, requests: () => [request('/api/private', token)] },
+  { id: 'b', name: 'reused scoped token', status: 200, floor: 'cached', target: 0.90, requests: () => [request('/api/private-scoped', mint({ scope: 'read:messages' }))] },
+  { id: 'c', name: '1,000 tokens rotated', status: 200, floor: 'cached', target: 0.90, requests: () => tokens(1_000, 'client').map((t) => request('/api/private', t)) },
+  { id: 'd', name: '20,000 tokens, each new', status: 200, floor: 'uncached', target: 0.90, requests: () => tokens(20_000, 'user').map((t) => request('/api/private', t)) },
+  { id: 'e', name: 'bad signature (401)', status: 401, floor: 'bare', target: 0.50, requests: () => [request('/api/private', badSignature)] },
+  { id: 'f', name: 'public route', status: 200, floor: 'bare', target: 0.97, requests: () => [request('/api/public')] },
 ].filter((scenario) => ONLY.includes(scenario.id))
 
-async function startServer (script, port) {
+async function startServer (name, script, port, env = {}) {
   const child = spawn(process.execPath, [script], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: 'warn', PORT: String(port), AUTH0_ISSUER_URL: issuer.issuer, AUTH0_AUDIENCE: AUDIENCE },
+    env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: 'warn', PORT: String(port), AUTH0_ISSUER_URL: issuer.issuer, AUTH0_AUDIENCE: AUDIENCE, ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
   })
-  const url = `http://127.0.0.1:${port}`
   for (let i = 0; i < 100; i++) {
     await new Promise((resolve) => setTimeout(resolve, 100))
-    if ((await fetch(`${url}/ready`).catch(() => undefined))?.ok) return { child, url }
+    if ((await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.ok) return { name, child, port }
   }
-  throw new Error(`${script} did not become ready`)
+  throw new Error(`${name} did not become ready`)
 }
 
 function cpuTicks (pid) {
@@ -65,29 +64,32 @@ function rssBytes (pid) {
   return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024
 }
 
-async function measure (server, scenario, duration) {
+const generator = fork(join(ROOT, 'bench', 'load.mjs'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+async function ask (message, reply) {
+  const answer = once(generator, 'message')
+  generator.send(message)
+  const [response] = await answer
+  if (response.type !== reply) throw new Error(`load generator answered ${response.type}`)
+  return response
+}
+
+async function measure (server, scenario, seconds) {
   const { pid } = server.child
   let peakRss = rssBytes(pid)
   const sampler = setInterval(() => { peakRss = Math.max(peakRss, rssBytes(pid)) }, 100)
-  const ticksBefore = cpuTicks(pid)
-  const result = await autocannon({
-    url: `${server.url}${scenario.path}`,
-    connections: CONNECTIONS,
-    duration,
-    headers: scenario.headers,
-    requests: scenario.requests,
-    expectBody: undefined,
-  })
+  const serverTicks = cpuTicks(pid)
+  const generatorTicks = cpuTicks(generator.pid)
+  const result = await ask({ type: 'run', port: server.port, durationMs: seconds * 1000, connections: CONNECTIONS }, 'result')
   clearInterval(sampler)
-  const ticks = cpuTicks(pid) - ticksBefore
-  const unexpected = result.statusCodeStats ? Object.entries(result.statusCodeStats).filter(([code]) => Number(code) !== scenario.status).reduce((sum, [, { count }]) => sum + count, 0) : 0
+  const expected = server.name === 'service' ? scenario.status : 200 // baselines never refuse a bad signature
+  const unexpected = Object.entries(result.statuses).reduce((sum, [status, count]) => sum + (Number(status) === expected ? 0 : count), 0)
   return {
-    rps: result.requests.average,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    non2xx: result.non2xx,
-    unexpectedStatus: unexpected + result.errors + result.timeouts,
-    cpuUsPerRequest: (ticks * TICK_US) / result.requests.total,
+    rps: result.requests / (result.elapsedMs / 1000),
+    p50: result.p50,
+    p99: result.p99,
+    unexpected: unexpected + result.errors,
+    cpuUs: ((cpuTicks(pid) - serverTicks) * TICK_US) / result.requests,
+    generatorCpuUs: ((cpuTicks(generator.pid) - generatorTicks) * TICK_US) / result.requests,
     peakRssMb: peakRss / 2 ** 20,
   }
 }
@@ -97,52 +99,85 @@ const median = (values) => {
   const middle = sorted.length >> 1
   return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
 }
+const mean = (runs) => Object.fromEntries(Object.keys(runs[0]).map((key) => [key, runs.reduce((sum, run) => sum + run[key], 0) / runs.length]))
 const medians = (runs) => Object.fromEntries(Object.keys(runs[0]).map((key) => [key, median(runs.map((run) => run[key]))]))
 
-const service = await startServer(join(ROOT, 'dist', 'server.js'), 3101)
-const baseline = await startServer(join(ROOT, 'bench', 'baseline.mjs'), 3102)
-const results = []
+/** Fresh processes for every round: one process can run a few percent faster or slower than another for its whole life. */
+async function startServers () {
+  const [service, bare, cached, uncached] = await Promise.all([
+    startServer('service', join(ROOT, 'dist', 'server.js'), 3101),
+    startServer('bare', join(ROOT, 'bench', 'baseline.mjs'), 3102, { BASELINE: 'bare' }),
+    startServer('cached', join(ROOT, 'bench', 'baseline.mjs'), 3103, { BASELINE: 'cached' }),
+    startServer('uncached', join(ROOT, 'bench', 'baseline.mjs'), 3104, { BASELINE: 'uncached' }),
+  ])
+  return { service, bare, cached, uncached }
+}
+
+async function stopServers (servers) {
+  await Promise.all(Object.values(servers).map((server) => {
+    server.child.kill('SIGTERM')
+    return once(server.child, 'exit')
+  }))
+}
+
+const requestsOf = new Map(scenarios.map((scenario) => [scenario, scenario.requests()]))
+const roundsOf = new Map(scenarios.map((scenario) => [scenario, []]))
 try {
-  for (const scenario of scenarios) {
-    // The baseline never checks a token: for (e) it answers 200 where the service answers 401.
-    const forBaseline = { ...scenario, status: 200 }
-    await measure(service, scenario, 1) // warm-up, not counted
-    await measure(baseline, forBaseline, 1)
-    const runs = { service: [], baseline: [] }
-    for (let round = 0; round < ROUNDS; round++) {
-      runs.service.push(await measure(service, scenario, DURATION))
-      runs.baseline.push(await measure(baseline, forBaseline, DURATION))
+  for (let round = 0; round < ROUNDS; round++) {
+    const servers = await startServers()
+    try {
+      for (const scenario of scenarios) {
+        await ask({ type: 'prepare', requests: requestsOf.get(scenario) }, 'prepared')
+        const targets = [...new Set(['service', 'bare', scenario.floor])].map((name) => servers[name])
+        for (const server of targets) await measure(server, scenario, 1) // warm-up, not counted
+        const runs = Object.fromEntries(targets.map((server) => [server.name, []]))
+        for (const server of [...targets, ...[...targets].reverse()]) {
+          runs[server.name].push(await measure(server, scenario, DURATION))
+        }
+        roundsOf.get(scenario).push(Object.fromEntries(targets.map((server) => [server.name, mean(runs[server.name])])))
+      }
+    } finally {
+      await stopServers(servers)
     }
-    const ours = medians(runs.service)
-    const base = medians(runs.baseline)
-    const row = {
-      scenario: `(${scenario.id}) ${scenario.name}`,
-      service: ours,
-      baseline: base,
-      ratio: ours.rps / base.rps,
-      cpuRatio: ours.cpuUsPerRequest / base.cpuUsPerRequest,
-      p99Ratio: ours.p99 / base.p99,
-      rssRatio: ours.peakRssMb / base.peakRssMb,
-      rounds: runs,
-    }
-    results.push(row)
-    console.log(`${row.scenario}: ${ours.rps.toFixed(0)} req/s vs ${base.rps.toFixed(0)} (ratio ${row.ratio.toFixed(2)}), CPU ${ours.cpuUsPerRequest.toFixed(1)} vs ${base.cpuUsPerRequest.toFixed(1)} µs/req, p99 ${ours.p99} vs ${base.p99} ms, ${ours.unexpectedStatus} unexpected`)
+    console.log(`round ${round + 1} of ${ROUNDS} done`)
   }
 } finally {
-  service.child.kill('SIGTERM')
-  baseline.child.kill('SIGTERM')
+  generator.kill()
   await issuer.close()
 }
+
+const results = scenarios.map((scenario) => {
+  const rounds = roundsOf.get(scenario)
+  const targets = Object.keys(rounds[0])
+  const figures = Object.fromEntries(targets.map((name) => [name, medians(rounds.map((round) => round[name]))]))
+  const ratiosTo = (name) => rounds.map((round) => round.service.rps / round[name].rps)
+  const toFloor = ratiosTo(scenario.floor)
+  return {
+    scenario: `(${scenario.id}) ${scenario.name}`,
+    floor: scenario.floor,
+    target: scenario.target,
+    ratioToFloor: median(toFloor),
+    ratioToBare: median(ratiosTo('bare')),
+    ratioSpread: [Math.min(...toFloor), Math.max(...toFloor)],
+    met: median(toFloor) >= scenario.target,
+    unexpected: rounds.reduce((sum, round) => sum + round.service.unexpected * 2, 0),
+    figures,
+    rounds,
+  }
+})
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`
 const settings = { durationSeconds: DURATION, rounds: ROUNDS, connections: CONNECTIONS }
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify({ date: new Date().toISOString(), machine, settings, results }, null, 2)}\n`)
 
-const header = '| scenario | req/s (service / bare) | ratio | p50 ms | p99 ms (service / bare) | unexpected status | CPU µs/req (service / bare) | peak RSS MB (service / bare) |'
-console.log(`\n${machine}; ${CONNECTIONS} connections, ${DURATION} s × ${ROUNDS} rounds, medians\n`)
+const fixed = (value, digits = 0) => value.toFixed(digits)
+console.log(`\n${machine}; ${CONNECTIONS} connections, ${DURATION} s runs, ${ROUNDS} ABBA rounds, medians\n`)
+const header = '| scenario | req/s: service / floor / bare | ratio to floor (target) | met | spread | ratio to bare | p99 ms: service / floor | CPU µs/req: service / floor / bare | generator CPU µs/req | wrong answers | peak RSS MB |'
 console.log(header)
 console.log(header.replace(/[^|]+/g, ' --- '))
 for (const row of results) {
-  const { service: s, baseline: b } = row
-  console.log(`| ${row.scenario} | ${s.rps.toFixed(0)} / ${b.rps.toFixed(0)} | **${row.ratio.toFixed(2)}** | ${s.p50} / ${b.p50} | ${s.p99} / ${b.p99} | ${s.unexpectedStatus} | ${s.cpuUsPerRequest.toFixed(1)} / ${b.cpuUsPerRequest.toFixed(1)} | ${s.peakRssMb.toFixed(0)} / ${b.peakRssMb.toFixed(0)} |`)
+  const { service: s, bare: b } = row.figures
+  const f = row.figures[row.floor]
+  const floorName = row.floor === 'bare' ? 'bare' : `ideal ${row.floor}`
+  console.log(`| ${row.scenario} | ${fixed(s.rps)} / ${row.floor === 'bare' ? '-' : fixed(f.rps)} / ${fixed(b.rps)} | **${fixed(row.ratioToFloor, 2)}** of ${floorName} (≥ ${row.target}) | ${row.met ? 'yes' : '**no**'} | ${row.ratioSpread.map((r) => fixed(r, 2)).join('-')} | ${fixed(row.ratioToBare, 2)} | ${fixed(s.p99, 1)} / ${fixed(f.p99, 1)} | ${fixed(s.cpuUs, 1)} / ${row.floor === 'bare' ? '-' : fixed(f.cpuUs, 1)} / ${fixed(b.cpuUs, 1)} | ${fixed(s.generatorCpuUs, 1)} | ${row.unexpected} | ${fixed(s.peakRssMb)} |`)
 }
