@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { parseEnv } from 'node:util'
 import { Type, type Static } from 'typebox'
+import type { ProxySettings } from './keys/http.js'
+import { isLoopback } from './urls.js'
 
 /** Asymmetric JWS algorithms we can verify with a JWKS key. HS* and `none` are never allowed. */
 export const SUPPORTED_ALGORITHMS = [
@@ -15,6 +17,10 @@ export const DEV_AUDIENCE = 'dev-api'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
+/** Auth0's names: `auth0` accepts any access-token `typ`; `rfc9068` requires RFC 9068's `typ` and claims. */
+export const TOKEN_PROFILES = ['auth0', 'rfc9068'] as const
+export type TokenProfile = (typeof TOKEN_PROFILES)[number]
+
 const EnvSchema = Type.Object({
   NODE_ENV: Type.Optional(Type.String()),
   AUTH0_DOMAIN: Type.Optional(Type.String()),
@@ -23,6 +29,9 @@ const EnvSchema = Type.Object({
   AUTH0_JWKS_URL: Type.Optional(Type.String()),
   AUTH0_ALGORITHMS: Type.String({ default: 'RS256' }),
   AUTH0_CLOCK_TOLERANCE: Type.Integer({ minimum: 0, maximum: 300, default: 5 }),
+  AUTH0_TOKEN_PROFILE: Type.Enum(TOKEN_PROFILES, { default: 'auth0' }),
+  AUTH0_MAX_TOKEN_AGE: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000 })),
+  AUTH0_ALLOWED_CLIENTS: Type.Optional(Type.String()),
   JWKS_TIMEOUT_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 5_000 }),
   JWKS_COOLDOWN_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
   JWKS_MAX_AGE_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 600_000 }),
@@ -31,6 +40,15 @@ const EnvSchema = Type.Object({
   CORS_ORIGINS: Type.Optional(Type.String()),
   LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info' }),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
+  PUBLIC_URL: Type.Optional(Type.String()),
+  RESOURCE_NAME: Type.Optional(Type.String({ maxLength: 200, pattern: '^[^\\x00-\\x1f\\x7f]*$' })),
+  // Outbound proxy for discovery and key fetches, as curl and undici read it (lower case wins).
+  HTTPS_PROXY: Type.Optional(Type.String()),
+  https_proxy: Type.Optional(Type.String()),
+  HTTP_PROXY: Type.Optional(Type.String()),
+  http_proxy: Type.Optional(Type.String()),
+  NO_PROXY: Type.Optional(Type.String()),
+  no_proxy: Type.Optional(Type.String()),
 })
 type Env = Static<typeof EnvSchema>
 
@@ -40,13 +58,18 @@ const INTEGER_VARIABLES = Object.entries(EnvSchema.properties).filter(([, schema
 
 export interface Config {
   production: boolean
-  /** The trusted issuer, exactly as tokens state it in `iss`; undefined means the embedded dev issuer. */
-  issuer: string | undefined
-  /** Where the issuer's keys are, when not at `<issuer>.well-known/jwks.json`. */
+  /** The trusted issuers, exactly as tokens state them in `iss`; none means the embedded dev issuer. */
+  issuers: string[]
+  /** Where the one issuer's keys are, instead of the `jwks_uri` of its metadata. */
   jwksUrl: string | undefined
   audiences: string[]
   algorithms: Algorithm[]
   clockToleranceSec: number
+  tokenProfile: TokenProfile
+  /** Tokens must carry `iat` and be at most this old. */
+  maxTokenAgeSec: number | undefined
+  /** Tokens must name one of these clients in `azp` or `client_id`; empty means any client. */
+  allowedClients: string[]
   jwksTimeoutMs: number
   jwksCooldownMs: number
   /** The key set is fetched again once older than this; no verified token is trusted longer either. */
@@ -56,6 +79,10 @@ export interface Config {
   corsOrigins: string[]
   logLevel: (typeof LOG_LEVELS)[number]
   shutdownTimeoutMs: number
+  /** The URL clients reach this API at (behind proxies and load balancers); enables RFC 9728 metadata. */
+  publicUrl: string | undefined
+  resourceName: string | undefined
+  proxy: ProxySettings
 }
 
 /** A configuration mistake; its message is one line naming the variable. */
@@ -87,29 +114,35 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
   }
 
   const production = parsed.NODE_ENV?.toLowerCase() === 'production'
-  const issuer = resolveIssuer(parsed, production)
+  const issuers = resolveIssuers(parsed, production)
+  const issuerVariable = parsed.AUTH0_DOMAIN ? 'AUTH0_DOMAIN' : 'AUTH0_ISSUER_URL'
   if (!isIP(parsed.HOST) && !HOST_NAME.test(parsed.HOST)) {
     throw new ConfigError('HOST must be an IP address or a host name')
   }
-  if (issuer === undefined && !isLoopback(parsed.HOST)) {
+  if (issuers.length === 0 && !isLoopback(parsed.HOST)) {
     throw new ConfigError('HOST must be a loopback address while the dev issuer runs (anyone who can reach it can mint tokens): set AUTH0_DOMAIN or AUTH0_ISSUER_URL, or HOST=127.0.0.1')
   }
   const audiences = splitList(parsed.AUTH0_AUDIENCE)
   const jwksUrl = parsed.AUTH0_JWKS_URL === undefined ? undefined : parseHttpUrl('AUTH0_JWKS_URL', parsed.AUTH0_JWKS_URL, production)
-  if (jwksUrl !== undefined && issuer === undefined) {
-    throw new ConfigError('AUTH0_JWKS_URL needs AUTH0_DOMAIN or AUTH0_ISSUER_URL: the dev issuer serves its own keys')
+  if (jwksUrl !== undefined && issuers.length !== 1) {
+    throw new ConfigError(issuers.length === 0
+      ? 'AUTH0_JWKS_URL needs AUTH0_DOMAIN or AUTH0_ISSUER_URL: the dev issuer serves its own keys'
+      : `AUTH0_JWKS_URL applies to one issuer only, and ${issuerVariable} names ${issuers.length}: leave it unset to use each issuer's metadata`)
   }
-  if (issuer && audiences.length === 0) {
-    throw new ConfigError(`AUTH0_AUDIENCE is required with ${parsed.AUTH0_DOMAIN ? 'AUTH0_DOMAIN' : 'AUTH0_ISSUER_URL'}: set it to your API identifier`)
+  if (issuers.length > 0 && audiences.length === 0) {
+    throw new ConfigError(`AUTH0_AUDIENCE is required with ${issuerVariable}: set it to your API identifier`)
   }
 
   return {
     production,
-    issuer,
+    issuers,
     jwksUrl,
     audiences: audiences.length > 0 ? audiences : [DEV_AUDIENCE],
     algorithms: parseAlgorithms(parsed.AUTH0_ALGORITHMS),
     clockToleranceSec: parsed.AUTH0_CLOCK_TOLERANCE,
+    tokenProfile: parsed.AUTH0_TOKEN_PROFILE,
+    maxTokenAgeSec: parsed.AUTH0_MAX_TOKEN_AGE,
+    allowedClients: splitList(parsed.AUTH0_ALLOWED_CLIENTS),
     jwksTimeoutMs: parsed.JWKS_TIMEOUT_MS,
     jwksCooldownMs: parsed.JWKS_COOLDOWN_MS,
     jwksMaxAgeMs: parsed.JWKS_MAX_AGE_MS,
@@ -118,6 +151,13 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
     corsOrigins: parseOrigins(parsed.CORS_ORIGINS),
     logLevel: parsed.LOG_LEVEL,
     shutdownTimeoutMs: parsed.SHUTDOWN_TIMEOUT_MS,
+    publicUrl: parsed.PUBLIC_URL === undefined ? undefined : parsePublicUrl(parsed.PUBLIC_URL, production),
+    resourceName: parsed.RESOURCE_NAME,
+    proxy: {
+      httpsProxy: parseProxy('HTTPS_PROXY', parsed.https_proxy ?? parsed.HTTPS_PROXY),
+      httpProxy: parseProxy('HTTP_PROXY', parsed.http_proxy ?? parsed.HTTP_PROXY),
+      noProxy: parsed.no_proxy ?? parsed.NO_PROXY,
+    },
   }
 }
 
@@ -141,29 +181,40 @@ function withoutEmpty (env: Record<string, string | undefined>): Record<string, 
   return Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined && entry[1].trim() !== ''))
 }
 
-function resolveIssuer (env: Env, production: boolean): string | undefined {
-  const { AUTH0_DOMAIN: domain, AUTH0_ISSUER_URL: issuerUrl } = env
-  if (domain && issuerUrl) {
+function resolveIssuers (env: Env, production: boolean): string[] {
+  const { AUTH0_DOMAIN: domains, AUTH0_ISSUER_URL: issuerUrls } = env
+  if (domains && issuerUrls) {
     throw new ConfigError('AUTH0_DOMAIN and AUTH0_ISSUER_URL are both set: set only one')
   }
-  if (domain) {
-    // A bare host name, as Auth0 shows it ("example.eu.auth0.com"); a port is allowed for private installs.
-    const [hostname, port, ...rest] = domain.split(':')
-    if (!HOST_NAME.test(hostname!) || rest.length > 0 || (port !== undefined && !(/^\d{1,5}$/.test(port) && Number(port) <= 65_535))) {
-      throw new ConfigError('AUTH0_DOMAIN must be a host name such as example.eu.auth0.com (use AUTH0_ISSUER_URL for a full URL)')
-    }
-    return `https://${domain.toLowerCase()}/`
+  if (domains) {
+    return unique('AUTH0_DOMAIN', splitList(domains).map((domain) => {
+      // A bare host name, as Auth0 shows it ("example.eu.auth0.com"); a port is allowed for private installs.
+      const [hostname, port, ...rest] = domain.split(':')
+      if (!HOST_NAME.test(hostname!) || rest.length > 0 || (port !== undefined && !(/^\d{1,5}$/.test(port) && Number(port) <= 65_535))) {
+        throw new ConfigError('AUTH0_DOMAIN must be a host name such as example.eu.auth0.com, or a comma list of them (use AUTH0_ISSUER_URL for full URLs)')
+      }
+      return `https://${domain.toLowerCase()}/`
+    }))
   }
-  if (issuerUrl) {
-    // Kept exactly as given: it is compared exactly with the token's `iss` (Auth0's end in a slash,
+  if (issuerUrls) {
+    // Kept exactly as given: they are compared exactly with the token's `iss` (Auth0's end in a slash,
     // Keycloak's, Okta's and Google's do not).
-    parseHttpUrl('AUTH0_ISSUER_URL', issuerUrl, production)
-    return issuerUrl
+    return unique('AUTH0_ISSUER_URL', splitList(issuerUrls).map((issuerUrl) => {
+      parseHttpUrl('AUTH0_ISSUER_URL', issuerUrl, production)
+      return issuerUrl
+    }))
   }
   if (production) {
     throw new ConfigError('AUTH0_DOMAIN or AUTH0_ISSUER_URL is required when NODE_ENV=production (the dev issuer never runs in production)')
   }
-  return undefined
+  return []
+}
+
+function unique (variable: string, values: string[]): string[] {
+  if (new Set(values).size !== values.length) {
+    throw new ConfigError(`${variable} names the same issuer twice`)
+  }
+  return values
 }
 
 /** Checks an absolute http(s) URL without credentials, query or fragment (http only for loopback in production). */
@@ -187,8 +238,21 @@ function parseHttpUrl (variable: string, value: string, production: boolean): st
   return url.href
 }
 
-function isLoopback (host: string): boolean {
-  return host === 'localhost' || host === '::1' || host === '[::1]' || (isIP(host) === 4 && host.startsWith('127.'))
+/** PUBLIC_URL: how clients reach this API, so https unless on a loopback host outside production. */
+function parsePublicUrl (value: string, production: boolean): string {
+  const url = new URL(parseHttpUrl('PUBLIC_URL', value, production))
+  if (url.protocol === 'http:' && (production || !isLoopback(url.hostname))) {
+    throw new ConfigError('PUBLIC_URL must use https (http only for a loopback host outside production)')
+  }
+  return value
+}
+
+/** A forward proxy URL (credentials allowed: it never reaches a log). */
+function parseProxy (variable: string, value: string | undefined): string | undefined {
+  if (value !== undefined && !/^https?:$/.test(URL.parse(value)?.protocol ?? '')) {
+    throw new ConfigError(`${variable} must be an http or https URL such as http://proxy.internal:3128`)
+  }
+  return value
 }
 
 function parseAlgorithms (value: string): Algorithm[] {

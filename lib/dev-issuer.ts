@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
 import { Type, type Static } from 'typebox'
-import { signRs256 } from './jwt.js'
+import { signRs256 } from './tokens/sign.js'
 
 /** What `POST /dev/token` may ask for; `expiresIn` is the lifetime in seconds. */
 export const MintRequest = Type.Object({
@@ -29,6 +29,8 @@ export interface DevIssuer {
 }
 
 const DEFAULT_LIFETIME_SEC = 3600
+/** The client the dev issuer's tokens name in `client_id`. */
+export const DEV_CLIENT_ID = 'dev-client'
 
 /**
  * A local OAuth issuer for trying the service without an Auth0 tenant: a fresh RSA key pair, its JWKS
@@ -40,12 +42,25 @@ export async function startDevIssuer (audience: string): Promise<DevIssuer> {
   const kid = randomUUID()
   const jwks = JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' }] })
 
+  let discovery = ''
+  const documents = new Map([
+    ['/.well-known/openid-configuration', () => discovery],
+    ['/.well-known/jwks.json', () => jwks],
+  ])
   const server = createServer((request, response) => {
-    const found = request.method === 'GET' && request.url === '/.well-known/jwks.json'
-    response.writeHead(found ? 200 : 404, { 'content-type': 'application/json' })
-    response.end(found ? jwks : '{"error":"not_found"}')
+    const document = request.method === 'GET' ? documents.get(request.url!) : undefined
+    response.writeHead(document ? 200 : 404, { 'content-type': 'application/json' })
+    response.end(document ? document() : '{"error":"not_found"}')
   })
   const issuer = await listenOnLoopback(server)
+  // OIDC Discovery, as a real issuer publishes it: the service finds the key set through it.
+  discovery = JSON.stringify({
+    issuer,
+    jwks_uri: `${issuer}.well-known/jwks.json`,
+    id_token_signing_alg_values_supported: ['RS256'],
+    response_types_supported: ['token'],
+    subject_types_supported: ['public'],
+  })
 
   return {
     issuer,
@@ -60,16 +75,19 @@ export async function startDevIssuer (audience: string): Promise<DevIssuer> {
 function mint (request: MintRequest, signer: { issuer: string, audience: string, kid: string, privateKey: KeyObject }): TokenResponse {
   const now = Math.floor(Date.now() / 1000)
   const expiresIn = request.expiresIn ?? DEFAULT_LIFETIME_SEC
+  // Shaped as RFC 9068 asks, so that the tokens pass with either AUTH0_TOKEN_PROFILE.
   const payload = {
     iss: signer.issuer,
     sub: request.sub ?? 'dev-user',
     aud: signer.audience,
+    client_id: DEV_CLIENT_ID,
     iat: now,
     exp: now + expiresIn,
+    jti: randomUUID(),
     ...(request.scope !== undefined && { scope: request.scope }),
     ...(request.permissions !== undefined && { permissions: request.permissions }),
   }
-  return { access_token: signRs256({ kid: signer.kid }, payload, signer.privateKey), token_type: 'Bearer', expires_in: expiresIn }
+  return { access_token: signRs256({ kid: signer.kid, typ: 'at+jwt' }, payload, signer.privateKey), token_type: 'Bearer', expires_in: expiresIn }
 }
 
 async function listenOnLoopback (server: Server): Promise<string> {

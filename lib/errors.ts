@@ -30,14 +30,31 @@ const STATUS: Record<AuthErrorCode, number> = {
   jwks_unavailable: 503,
 }
 
-const REALM = 'api'
-
 /** Codes whose answer depends on the token alone; `permanent: false` marks the exceptions (nbf, an unknown key). */
 const PERMANENT = new Set<AuthErrorCode>(['token_expired', 'invalid_claims', 'invalid_token'])
 
+/** What a 401/403 challenge tells the client besides the error: where it is, and what it should ask for. */
+export interface ChallengeParams {
+  realm: string
+  /** The route's scopes: named in every challenge of the route, so a client knows what to ask for. */
+  scopes?: readonly string[] | undefined
+  /** RFC 9728: the URL of this resource's protected-resource metadata. */
+  resourceMetadata?: string | undefined
+}
+
+const DEFAULT_CHALLENGE: ChallengeParams = { realm: 'api' }
+
+interface AuthErrorDetails {
+  /** The scopes a 403 names when no route states them. */
+  scopes?: readonly string[] | undefined
+  retryAfterSec?: number
+  permanent?: boolean
+}
+
 /**
  * The one error class of the service. Messages are fixed texts written here, never copied from a token,
- * an upstream response or another library's error, so nothing secret reaches a client.
+ * an upstream response or another library's error, so nothing secret reaches a client. An error is made
+ * once and shared; `withChallenge` gives the same answer as a given route states it.
  */
 export class AuthError extends Error {
   override name = 'AuthError'
@@ -47,13 +64,18 @@ export class AuthError extends Error {
   /** The same token will always get this answer (a bad signature, an expiry), so it may be remembered. */
   readonly permanent: boolean
 
-  constructor (readonly code: AuthErrorCode, message: string, extra: { scopes?: readonly string[], retryAfterSec?: number, permanent?: boolean } = {}) {
+  constructor (readonly code: AuthErrorCode, message: string, readonly details: AuthErrorDetails = {}, challengeParams = DEFAULT_CHALLENGE) {
     super(message)
     this.statusCode = STATUS[code]
-    this.permanent = extra.permanent ?? PERMANENT.has(code)
+    this.permanent = details.permanent ?? PERMANENT.has(code)
     this.headers = this.statusCode === 503
-      ? { 'retry-after': String(extra.retryAfterSec ?? 1) }
-      : { 'www-authenticate': challenge(code, message, extra.scopes) }
+      ? { 'retry-after': String(details.retryAfterSec ?? 1) }
+      : { 'www-authenticate': challenge(code, message, { ...challengeParams, scopes: challengeParams.scopes ?? details.scopes }) }
+  }
+
+  /** This answer with the challenge of a route or an app (made once per route: see `Answers`). */
+  withChallenge (params: ChallengeParams): AuthError {
+    return new AuthError(this.code, this.message, this.details, params)
   }
 
   /** Fastify's own error shape, plus our lower snake case `code`. */
@@ -62,11 +84,35 @@ export class AuthError extends Error {
   }
 }
 
-function challenge (code: AuthErrorCode, description: string, scopes: readonly string[] | undefined): string {
-  const error = CHALLENGE_ERROR[code]
-  if (error === undefined) {
-    return `Bearer realm="${REALM}"`
+/**
+ * The errors of one route (or app) with its challenge, each made on first use and then reused, so a refused
+ * request costs one Map lookup. Errors are shared constants, so the map stays small; a 503 has no challenge
+ * and passes through.
+ */
+export class Answers {
+  readonly #byError = new Map<AuthError, AuthError>()
+
+  constructor (readonly params: ChallengeParams) {}
+
+  for (error: AuthError): AuthError {
+    if (error.statusCode === 503) {
+      return error
+    }
+    let answer = this.#byError.get(error)
+    if (answer === undefined) {
+      answer = error.withChallenge(this.params)
+      this.#byError.set(error, answer)
+    }
+    return answer
   }
-  const scope = scopes ? `, scope="${scopes.join(' ')}"` : ''
-  return `Bearer realm="${REALM}", error="${error}", error_description="${description}"${scope}`
+}
+
+function challenge (code: AuthErrorCode, description: string, { realm, scopes, resourceMetadata }: ChallengeParams): string {
+  const error = CHALLENGE_ERROR[code]
+  return [
+    `Bearer realm="${realm}"`,
+    ...(error === undefined ? [] : [`error="${error}"`, `error_description="${description}"`]),
+    ...(scopes === undefined ? [] : [`scope="${scopes.join(' ')}"`]),
+    ...(resourceMetadata === undefined ? [] : [`resource_metadata="${resourceMetadata}"`]),
+  ].join(', ')
 }

@@ -2,13 +2,14 @@ import fastifyJwt, { type TokenOrHeader } from '@fastify/jwt'
 import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { hash } from 'node:crypto'
-import { bearerToken } from '../lib/bearer.js'
-import { checkClaims, type AccessTokenClaims, type ExpectedClaims } from '../lib/claims.js'
-import { AuthError } from '../lib/errors.js'
-import type { TokenHeader } from '../lib/key-source.js'
-import { grantedScopes, isSatisfied, scopeRequirement, type RouteAuth, type ScopeRequirement } from '../lib/scopes.js'
-import { OutcomeCache } from '../lib/outcome-cache.js'
-import { toAuthError } from '../lib/token-errors.js'
+import { Answers, AuthError } from '../lib/errors.js'
+import type { TokenHeader } from '../lib/keys/key-source.js'
+import { metadataLocation } from '../lib/protected-resource.js'
+import { checkClaims, checkTokenType, trustedUntilMs, UNTRUSTED_ISSUER, type AccessTokenClaims, type ClaimRules } from '../lib/tokens/claims.js'
+import { bearerToken, HEADER_MISSING } from '../lib/tokens/credentials.js'
+import { OutcomeCache } from '../lib/tokens/outcome-cache.js'
+import { grantedScopes, isSatisfied, routePolicy, type RouteAuth, type RoutePolicy } from '../lib/tokens/scopes.js'
+import { toAuthError } from '../lib/tokens/token-errors.js'
 
 interface VerifiedToken {
   claims: AccessTokenClaims
@@ -21,14 +22,20 @@ const VERIFIED_TOKENS_MAX = 10_000
 const VERIFIED_TOKENS_MAX_BYTES = 8 * 1024 * 1024
 // A rejection keeps a hash and a shared error: counting entries is enough.
 const REJECTED_TOKENS_MAX = 1_000
+const REALM = 'api'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Verifies the request's bearer token and sets `request.user`, or throws the contract's AuthError. */
     authenticate: (request: FastifyRequest) => Promise<void>
+    /** What each protected route asks of a token, by `METHOD url`: read by the docs and the RFC 9728 metadata. */
+    authPolicies: ReadonlyMap<string, RoutePolicy>
   }
   interface FastifyContextConfig {
-    /** `true`: a valid token; `{ scopes: [...] }`: all of them; `{ scopes: { anyOf: [...] } }`: one of them. */
+    /**
+     * `true`: a valid token; `'optional'`: a valid token when there is an Authorization header;
+     * `{ scopes: [...] }`: all of them; `{ scopes: { anyOf: [...] } }`: one of them.
+     */
     auth?: RouteAuth
   }
 }
@@ -40,16 +47,27 @@ declare module '@fastify/jwt' {
 }
 
 /**
- * Bearer-token authentication with @fastify/jwt, keys from the key source. A route asks for it in its
+ * Bearer-token authentication with @fastify/jwt, keys from the trusted issuers. A route asks for it in its
  * config (`config: { auth: { scopes: ['read:messages'] } }`) and this plugin attaches one onRequest hook
  * to it that authenticates and, when the route names scopes, checks them. `app.authenticate` does the
  * first half for routes that want to decide for themselves.
  */
 export default fp(async function auth (app) {
-  const { config, keySource } = app
+  const { config, issuers } = app
   await app.register(fastifyJwt, {
-    // Verify-only: the key comes from the configured issuer's JWKS, chosen by the token's kid and alg.
-    secret: { public: async (_request: FastifyRequest, token: TokenOrHeader) => keySource.getKey((token as { header: TokenHeader }).header) },
+    // Verify-only. The token's own `iss` picks among the configured issuers (an exact match, or no key at
+    // all), its kid and alg pick the key; its `typ` must be an access token's, before anything is fetched.
+    secret: {
+      public: async (_request: FastifyRequest, token: TokenOrHeader) => {
+        const { header, payload } = token as { header: TokenHeader & { typ?: unknown }, payload: { iss?: unknown } | null }
+        checkTokenType(header.typ, config.tokenProfile)
+        const source = issuers.get(payload?.iss)
+        if (source === undefined) {
+          throw UNTRUSTED_ISSUER
+        }
+        return source.getKey(header)
+      },
+    },
     decode: { complete: true },
     verify: {
       algorithms: config.algorithms,
@@ -59,22 +77,36 @@ export default fp(async function auth (app) {
     },
   })
 
-  const expected: ExpectedClaims = { issuer: keySource.issuer, audiences: config.audiences }
+  const rules: ClaimRules = {
+    issuers: new Set(issuers.identifiers),
+    audiences: config.audiences,
+    profile: config.tokenProfile,
+    clockToleranceSec: config.clockToleranceSec,
+    maxTokenAgeSec: config.maxTokenAgeSec,
+    allowedClients: new Set(config.allowedClients),
+  }
   // No outcome outlives the key set it was checked against, whatever the token's exp.
   const outcomeMaxAgeMs = config.jwksMaxAgeMs
-  // What verifying a token gave, by the SHA-256 of the whole token: a client reusing its token costs a
-  // hash and a lookup instead of a signature check. Failures that can only repeat (a bad signature, an
-  // expiry) are remembered apart, so a flood of bad tokens cannot push good ones out.
+  // What verifying a token gave, by the hash of its header: a client reusing its token costs a hash and a
+  // lookup instead of a signature check. Failures that can only repeat (a bad signature, an expiry) are
+  // remembered apart, so a flood of bad tokens cannot push good ones out.
   const verified = new OutcomeCache<VerifiedToken>(VERIFIED_TOKENS_MAX, VERIFIED_TOKENS_MAX_BYTES)
   const rejected = new OutcomeCache<AuthError>(REJECTED_TOKENS_MAX)
+  const resourceMetadata = config.publicUrl === undefined ? undefined : metadataLocation(config.publicUrl).url
 
-  /** The token's outcome: from memory when it is known (no promise, no await), else its verification. */
+  /**
+   * The token's outcome: from memory when it is known (no promise, no await), else its verification.
+   * Outcomes are keyed by the SHA-256 of the whole header: a remembered header needs no parsing, and a
+   * preimage-resistant hash is what lets the cache hold no token while a hit still proves the same token.
+   */
   function verify (request: FastifyRequest): VerifiedToken | Promise<VerifiedToken> {
-    const token = bearerToken(request.headers.authorization)
-    const key = hash('sha256', token, 'base64')
+    const authorization = request.headers.authorization
+    if (authorization === undefined) {
+      throw HEADER_MISSING
+    }
+    const key = hash('sha256', authorization, 'base64')
     const now = Date.now()
-    keySource.renewIfOld()
-    const version = keySource.version
+    const version = issuers.version
     const known = verified.get(key, now, version)
     if (known !== undefined) {
       return known
@@ -83,15 +115,16 @@ export default fp(async function auth (app) {
     if (failure !== undefined) {
       throw failure
     }
-    return verifyNew(request, { key, now, version, bytes: token.length })
+    bearerToken(authorization) // a malformed header is refused before anything is verified or remembered
+    return verifyNew(request, { key, now, version, bytes: authorization.length })
   }
 
   async function verifyNew (request: FastifyRequest, entry: { key: string, now: number, version: number, bytes: number }): Promise<VerifiedToken> {
     const { key, now, version, bytes } = entry
     try {
-      const claims = checkClaims(await request.jwtVerify<Record<string, unknown>>(), expected)
+      const claims = checkClaims(await request.jwtVerify<Record<string, unknown>>(), rules, now / 1000)
       const result = { claims, scopes: grantedScopes(claims) }
-      verified.set(key, result, Math.min(claims.exp * 1000, now + outcomeMaxAgeMs), version, now, bytes)
+      verified.set(key, result, Math.min(trustedUntilMs(claims, rules), now + outcomeMaxAgeMs), version, now, bytes)
       return result
     } catch (error) {
       const authError = toAuthError(error)
@@ -102,15 +135,19 @@ export default fp(async function auth (app) {
     }
   }
 
+  const appAnswers = new Answers({ realm: REALM, resourceMetadata })
   async function authenticate (request: FastifyRequest): Promise<void> {
     try {
       request.user = (await verify(request)).claims
     } catch (error) {
       forget(request)
-      throw error
+      throw answered(appAnswers, error)
     }
   }
   app.decorate('authenticate', authenticate)
+
+  const policies = new Map<string, RoutePolicy>()
+  app.decorate('authPolicies', policies)
 
   // One onRequest hook, first: a request without the right token costs no body parsing. It is callback
   // style so that a remembered token costs no promise.
@@ -119,35 +156,47 @@ export default fp(async function auth (app) {
     if (auth === undefined) {
       return
     }
-    const requirement = scopeRequirement(auth, `${String(route.method)} ${route.url}`)
-    route.onRequest = [guard(requirement), ...asArray(route.onRequest)]
+    const name = `${String(route.method)} ${route.url}`
+    const policy = routePolicy(auth, name)
+    policies.set(name, policy)
+    route.onRequest = [guard(policy), ...asArray(route.onRequest)]
   })
 
-  function guard (requirement: ScopeRequirement | undefined): onRequestHookHandler {
-    const denied = requirement && new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
+  function guard ({ optional, requirement }: RoutePolicy): onRequestHookHandler {
+    // The route's own challenges: with RFC 9728 metadata, a 401 names the scopes the route wants too.
+    const answers = new Answers({ realm: REALM, resourceMetadata, scopes: resourceMetadata === undefined ? undefined : requirement?.scopes })
+    const denied = requirement && answers.for(new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes }))
     function admit (request: FastifyRequest, { claims, scopes }: VerifiedToken): AuthError | undefined {
       request.user = claims // kept on a 403: the caller is authenticated, and onResponse hooks may log who it was
       return requirement === undefined || isSatisfied(requirement, scopes) ? undefined : denied
     }
+    function refuse (request: FastifyRequest, error: unknown, done: (error?: Error) => void): void {
+      forget(request)
+      done(answered(answers, error) as Error)
+    }
     return function authenticateRequest (request, _reply, done) {
+      if (optional && request.headers.authorization === undefined) {
+        return done() // anonymous, with request.user null; a header present must hold a valid token
+      }
       let outcome: VerifiedToken | Promise<VerifiedToken>
       try {
         outcome = verify(request)
       } catch (error) {
-        forget(request)
-        return done(error as AuthError)
+        return refuse(request, error, done)
       }
       if (outcome instanceof Promise) {
-        outcome.then((verifiedToken) => done(admit(request, verifiedToken)), (error: AuthError) => {
-          forget(request)
-          done(error)
-        })
+        outcome.then((verifiedToken) => done(admit(request, verifiedToken)), (error: unknown) => refuse(request, error, done))
       } else {
         done(admit(request, outcome))
       }
     }
   }
-}, { name: 'auth', dependencies: ['config', 'key-source'] })
+}, { name: 'auth', dependencies: ['config', 'issuers'] })
+
+/** A refusal as this route or app states it; anything that is not an AuthError is a bug and goes on as it is. */
+function answered (answers: Answers, error: unknown): unknown {
+  return error instanceof AuthError ? answers.for(error) : error
+}
 
 /** Leaves no rejected claims behind: @fastify/jwt sets request.user before our claim check. */
 function forget (request: FastifyRequest): void {

@@ -11,7 +11,7 @@ declare module 'fastify' {
 
 /** With no issuer configured (never in production, see lib/config.ts), runs the embedded dev issuer. */
 export default fp(async function devIssuer (app) {
-  if (app.config.issuer !== undefined) {
+  if (app.config.issuers.length > 0) {
     app.decorate('devIssuer', null)
     return
   }

@@ -1,26 +1,33 @@
 import fp from 'fastify-plugin'
-import { KeySource } from '../lib/key-source.js'
+import { outboundDispatcher } from '../lib/keys/http.js'
+import { Issuers } from '../lib/keys/issuers.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    keySource: KeySource
+    issuers: Issuers
   }
 }
 
-/** The signing keys of the trusted issuer: the configured one, or the embedded dev issuer. */
-export default fp(async function keySource (app) {
+/** The trusted issuers and their signing keys: the configured ones, or the embedded dev issuer. */
+export default fp(async function issuers (app) {
   const { config, devIssuer } = app
-  const keys = new KeySource({
-    issuer: config.issuer ?? devIssuer!.issuer,
+  // The dev issuer is on loopback in this process: never through a proxy.
+  const dispatcher = outboundDispatcher(devIssuer === null ? config.proxy : { httpProxy: undefined, httpsProxy: undefined, noProxy: undefined })
+  const trusted = new Issuers(devIssuer === null ? config.issuers : [devIssuer.issuer], {
     jwksUrl: config.jwksUrl,
     algorithms: config.algorithms,
     fetchTimeoutMs: config.jwksTimeoutMs,
     unknownKidCooldownMs: config.jwksCooldownMs,
     keyMaxAgeMs: config.jwksMaxAgeMs,
-    log: app.log.child({ component: 'key-source' }),
+    allowLoopbackHttp: !config.production,
+    dispatcher,
+    log: app.log.child({ component: 'issuers' }),
   })
-  app.decorate('keySource', keys)
+  app.decorate('issuers', trusted)
   // Fetch in the background so that /ready turns 200 without waiting for a first request.
-  app.addHook('onReady', async () => keys.warmUp())
-  app.addHook('onClose', async () => keys.close())
-}, { name: 'key-source', dependencies: ['config', 'dev-issuer'] })
+  app.addHook('onReady', async () => trusted.warmUp())
+  app.addHook('onClose', async () => {
+    await trusted.close()
+    await dispatcher.close()
+  })
+}, { name: 'issuers', dependencies: ['config', 'dev-issuer'] })

@@ -2,18 +2,34 @@ import type { FastifyInstance } from 'fastify'
 import { Type } from 'typebox'
 import { AuthError } from '../lib/errors.js'
 
-const Status = Type.Object({ status: Type.String() })
+const IssuerStatus = Type.Object({
+  issuer: Type.String(),
+  state: Type.Union(['loading', 'ready', 'stale', 'unavailable', 'unusable'].map((state) => Type.Literal(state))),
+  keys: Type.Integer(),
+  reason: Type.Optional(Type.String()),
+})
+const Ready = Type.Object({ status: Type.Literal('ready'), issuers: Type.Array(IssuerStatus) })
+const NotReady = Type.Object({
+  statusCode: Type.Literal(503),
+  error: Type.String(),
+  code: Type.String(),
+  message: Type.String(),
+  issuers: Type.Array(IssuerStatus),
+})
+
+const NOT_READY = new AuthError('jwks_unavailable', 'The signing keys of every trusted issuer are not loaded yet')
 
 /** Liveness and readiness probes for orchestrators. */
 export default async function health (app: FastifyInstance) {
-  app.get('/health', { schema: { response: { 200: Status } } }, async () => ({ status: 'ok' }))
+  app.get('/health', { schema: { response: { 200: Type.Object({ status: Type.String() }) } } }, () => ({ status: 'ok' }))
 
-  // Ready once the issuer's signing keys are loaded; until then a replica should get no traffic.
-  app.get('/ready', { schema: { response: { 200: Status } } }, async () => {
-    if (!app.keySource.ready) {
-      app.keySource.warmUp() // a safety net: the key source retries on its own
-      throw new AuthError('jwks_unavailable', 'The token issuer\'s signing keys are not loaded yet')
+  // Ready once every trusted issuer's signing keys are loaded; until then a replica should get no traffic.
+  // The body says how each issuer stands, and why one is not usable.
+  app.get('/ready', { schema: { response: { 200: Ready, 503: NotReady } } }, (_request, reply) => {
+    const { issuers } = app
+    if (!issuers.ready) {
+      return reply.code(503).headers(NOT_READY.headers).send({ ...NOT_READY.toJSON(), issuers: issuers.status })
     }
-    return { status: 'ready' }
+    return { status: 'ready' as const, issuers: issuers.status }
   })
 }

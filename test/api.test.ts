@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify'
 import t from 'tap'
 import { buildApp, bearer, startIssuer } from './helpers/app.js'
 
@@ -28,13 +29,16 @@ t.test('the three routes with real tokens from a real issuer', async (t) => {
   t.equal(audienceList.statusCode, 200, 'an aud array containing our audience is accepted')
 })
 
-t.test('an issuer that publishes its keys elsewhere: AUTH0_JWKS_URL', async (t) => {
+t.test('keys published elsewhere: found through discovery, or at AUTH0_JWKS_URL without it', async (t) => {
   const issuer = await startIssuer(t)
   issuer.jwksPath = '/protocol/openid-connect/certs'
-  const app = await buildApp(t, issuer, { AUTH0_JWKS_URL: `${issuer.url}protocol/openid-connect/certs` })
-  t.equal((await app.inject({ url: '/api/private', headers: bearer(issuer.token()) })).statusCode, 200)
-  const without = await buildApp(t, issuer)
-  t.equal((await without.inject({ url: '/api/private', headers: bearer(issuer.token()) })).statusCode, 503, 'not at <issuer>.well-known/jwks.json')
+  const discovered = await buildApp(t, issuer)
+  t.equal((await discovered.inject({ url: '/api/private', headers: bearer(issuer.token()) })).statusCode, 200, 'the metadata\'s jwks_uri')
+  t.equal(issuer.discoveryRequests, 1)
+  issuer.discovery = 'none'
+  const configured = await buildApp(t, issuer, { AUTH0_JWKS_URL: `${issuer.url}protocol/openid-connect/certs` })
+  t.equal((await configured.inject({ url: '/api/private', headers: bearer(issuer.token()) })).statusCode, 200, 'AUTH0_JWKS_URL')
+  t.equal(issuer.discoveryRequests, 1, 'no discovery with AUTH0_JWKS_URL')
 })
 
 t.test('every row of the error table', async (t) => {
@@ -147,6 +151,24 @@ t.test('a rejected token leaves nothing on request.user', async (t) => {
   t.same(otherAudience.json(), { authenticated: false, user: null })
   const valid = await app.inject({ url: '/api/maybe', headers: bearer(issuer.token()) })
   t.match(valid.json(), { authenticated: true, user: { sub: 'user-1' } })
+
+  const bug = new TypeError('not an auth failure')
+  const broken = { get headers (): never { throw bug } } as unknown as FastifyRequest
+  await t.rejects(app.authenticate(broken), bug, 'an error that is not a refusal goes on as it is, to be a logged 500')
+})
+
+t.test('optional authentication: anonymous without a header, but a header must hold a valid token', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, {}, async (app) => {
+    app.get('/api/greeting', { config: { auth: 'optional' } }, async (request) => ({ hello: request.user?.sub ?? 'stranger' }))
+  })
+  t.same((await app.inject('/api/greeting')).json(), { hello: 'stranger' }, 'no header: the handler runs, request.user null')
+  t.same((await app.inject({ url: '/api/greeting', headers: bearer(issuer.token({ sub: 'auth0|7' })) })).json(), { hello: 'auth0|7' })
+  for (const [headers, code] of [[bearer(issuer.token({ aud: 'https://other.example' })), 'invalid_claims'], [bearer('junk'), 'invalid_token'], [{ authorization: 'Basic dXNlcjpwYXNz' }, 'invalid_header'], [{ authorization: '' }, 'invalid_header']] as const) {
+    const response = await app.inject({ url: '/api/greeting', headers })
+    t.equal(response.statusCode, 401, `${code}: never a silent anonymous request`)
+    t.equal(response.json().code, code)
+  }
 })
 
 t.test('a token without the scope is refused before the body is read', async (t) => {

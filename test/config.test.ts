@@ -7,11 +7,14 @@ import { ConfigError, DEV_AUDIENCE, loadConfig } from '../lib/config.js'
 t.test('defaults: the dev issuer, on 127.0.0.1:3000', async (t) => {
   t.same(loadConfig({}), {
     production: false,
-    issuer: undefined,
+    issuers: [],
     jwksUrl: undefined,
     audiences: [DEV_AUDIENCE],
     algorithms: ['RS256'],
     clockToleranceSec: 5,
+    tokenProfile: 'auth0',
+    maxTokenAgeSec: undefined,
+    allowedClients: [],
     jwksTimeoutMs: 5000,
     jwksCooldownMs: 30_000,
     jwksMaxAgeMs: 600_000,
@@ -20,14 +23,17 @@ t.test('defaults: the dev issuer, on 127.0.0.1:3000', async (t) => {
     corsOrigins: [],
     logLevel: 'info',
     shutdownTimeoutMs: 10_000,
+    publicUrl: undefined,
+    resourceName: undefined,
+    proxy: { httpsProxy: undefined, httpProxy: undefined, noProxy: undefined },
   })
 })
 
 t.test('an Auth0 domain becomes its https issuer', async (t) => {
   const config = loadConfig({ AUTH0_DOMAIN: 'Example.EU.auth0.com', AUTH0_AUDIENCE: 'https://api.example.com, urn:other ' })
-  t.equal(config.issuer, 'https://example.eu.auth0.com/')
+  t.same(config.issuers, ['https://example.eu.auth0.com/'])
   t.same(config.audiences, ['https://api.example.com', 'urn:other'])
-  t.equal(loadConfig({ AUTH0_DOMAIN: 'auth.internal:8443', AUTH0_AUDIENCE: 'a' }).issuer, 'https://auth.internal:8443/', 'with a port')
+  t.same(loadConfig({ AUTH0_DOMAIN: 'auth.internal:8443', AUTH0_AUDIENCE: 'a' }).issuers, ['https://auth.internal:8443/'], 'with a port')
   for (const host of ['localhost', '::1', '127.0.0.2']) {
     t.equal(loadConfig({ HOST: host }).host, host, `the dev issuer runs on ${host}`)
   }
@@ -35,10 +41,10 @@ t.test('an Auth0 domain becomes its https issuer', async (t) => {
 })
 
 t.test('an issuer URL is kept exactly, as tokens state it', async (t) => {
-  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'https://login.example.com/realms/main', AUTH0_AUDIENCE: 'a' }).issuer, 'https://login.example.com/realms/main')
-  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'https://accounts.google.com', AUTH0_AUDIENCE: 'a' }).issuer, 'https://accounts.google.com')
-  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'http://127.0.0.1:9000/', AUTH0_AUDIENCE: 'a', NODE_ENV: 'production' }).issuer, 'http://127.0.0.1:9000/', 'a loopback http issuer is fine in production')
-  t.equal(loadConfig({ AUTH0_ISSUER_URL: 'http://localhost:9000', AUTH0_AUDIENCE: 'a', NODE_ENV: 'production' }).issuer, 'http://localhost:9000')
+  t.same(loadConfig({ AUTH0_ISSUER_URL: 'https://login.example.com/realms/main', AUTH0_AUDIENCE: 'a' }).issuers, ['https://login.example.com/realms/main'])
+  t.same(loadConfig({ AUTH0_ISSUER_URL: 'https://accounts.google.com', AUTH0_AUDIENCE: 'a' }).issuers, ['https://accounts.google.com'])
+  t.same(loadConfig({ AUTH0_ISSUER_URL: 'http://127.0.0.1:9000/', AUTH0_AUDIENCE: 'a', NODE_ENV: 'production' }).issuers, ['http://127.0.0.1:9000/'], 'a loopback http issuer is fine in production')
+  t.same(loadConfig({ AUTH0_ISSUER_URL: 'http://localhost:9000', AUTH0_AUDIENCE: 'a', NODE_ENV: 'production' }).issuers, ['http://localhost:9000'])
 })
 
 t.test('every variable is read and converted', async (t) => {
@@ -57,15 +63,26 @@ t.test('every variable is read and converted', async (t) => {
     CORS_ORIGINS: 'https://app.example.com,http://localhost:5173',
     LOG_LEVEL: 'warn',
     SHUTDOWN_TIMEOUT_MS: '20000',
+    AUTH0_TOKEN_PROFILE: 'rfc9068',
+    AUTH0_MAX_TOKEN_AGE: '3600',
+    AUTH0_ALLOWED_CLIENTS: 'client-a, client-b',
+    PUBLIC_URL: 'https://api.example.com/v1',
+    RESOURCE_NAME: 'Example API',
+    HTTPS_PROXY: 'http://user:secret@proxy.internal:3128',
+    http_proxy: 'http://proxy.internal:3128',
+    NO_PROXY: 'localhost,.internal',
     UNRELATED: 'ignored',
   })
   t.same(config, {
     production: true,
-    issuer: 'https://tenant.auth0.com/',
+    issuers: ['https://tenant.auth0.com/'],
     jwksUrl: 'https://keys.example.com/certs',
     audiences: ['api'],
     algorithms: ['RS256', 'PS256', 'ES256'],
     clockToleranceSec: 0,
+    tokenProfile: 'rfc9068',
+    maxTokenAgeSec: 3600,
+    allowedClients: ['client-a', 'client-b'],
     jwksTimeoutMs: 2500,
     jwksCooldownMs: 1000,
     jwksMaxAgeMs: 60_000,
@@ -74,13 +91,23 @@ t.test('every variable is read and converted', async (t) => {
     corsOrigins: ['https://app.example.com', 'http://localhost:5173'],
     logLevel: 'warn',
     shutdownTimeoutMs: 20_000,
+    publicUrl: 'https://api.example.com/v1',
+    resourceName: 'Example API',
+    proxy: { httpsProxy: 'http://user:secret@proxy.internal:3128', httpProxy: 'http://proxy.internal:3128', noProxy: 'localhost,.internal' },
   })
+})
+
+t.test('several issuers: comma lists of domains or issuer URLs', async (t) => {
+  t.same(loadConfig({ AUTH0_DOMAIN: 'login.example.com, example.eu.auth0.com', AUTH0_AUDIENCE: 'a' }).issuers, ['https://login.example.com/', 'https://example.eu.auth0.com/'])
+  t.same(loadConfig({ AUTH0_ISSUER_URL: 'https://a.example/,https://sso.example/realms/main', AUTH0_AUDIENCE: 'a' }).issuers, ['https://a.example/', 'https://sso.example/realms/main'])
+  t.equal(loadConfig({ PUBLIC_URL: 'http://localhost:3000' }).publicUrl, 'http://localhost:3000', 'PUBLIC_URL is kept exactly; loopback http outside production')
+  t.equal(loadConfig({ https_proxy: 'http://lower.internal:3128', HTTPS_PROXY: 'http://upper.internal:3128' }).proxy.httpsProxy, 'http://lower.internal:3128', 'lower case wins, as in undici and curl')
 })
 
 t.test('empty values count as unset', async (t) => {
   const config = loadConfig({ PORT: '', AUTH0_DOMAIN: ' ', LOG_LEVEL: '' })
   t.equal(config.port, 3000)
-  t.equal(config.issuer, undefined)
+  t.same(config.issuers, [])
 })
 
 t.test('a .env file is read, and the environment wins over it', async (t) => {
@@ -88,14 +115,14 @@ t.test('a .env file is read, and the environment wins over it', async (t) => {
   const path = join(dir, '.env')
   writeFileSync(path, 'AUTH0_DOMAIN=from-file.auth0.com\nAUTH0_AUDIENCE=file-api\nPORT=4000\n')
   const config = loadConfig({ PORT: '5000' }, { dotenvPath: path })
-  t.equal(config.issuer, 'https://from-file.auth0.com/')
+  t.same(config.issuers, ['https://from-file.auth0.com/'])
   t.same(config.audiences, ['file-api'])
   t.equal(config.port, 5000)
   t.equal(loadConfig({}, { dotenvPath: join(dir, 'missing.env') }).port, 3000, 'a missing .env file is fine')
   t.throws(() => loadConfig({}, { dotenvPath: dir }), { name: 'ConfigError', message: `${dir} cannot be read: EISDIR` }, 'an unreadable one is a ConfigError')
   writeFileSync(path, 'PORT=\nAUTH0_DOMAIN=from-file.auth0.com\nAUTH0_AUDIENCE=file-api\n')
   t.equal(loadConfig({}, { dotenvPath: path }).port, 3000, 'empty values in the file count as unset too')
-  t.equal(loadConfig({ AUTH0_DOMAIN: '' }, { dotenvPath: path }).issuer, 'https://from-file.auth0.com/', 'an empty variable does not hide the file\'s value')
+  t.same(loadConfig({ AUTH0_DOMAIN: '' }, { dotenvPath: path }).issuers, ['https://from-file.auth0.com/'], 'an empty variable does not hide the file\'s value')
 })
 
 t.test('each mistake is one line naming the variable', async (t) => {
@@ -138,6 +165,23 @@ t.test('each mistake is one line naming the variable', async (t) => {
     [{ AUTH0_JWKS_URL: 'https://keys.example.com/' }, /^AUTH0_JWKS_URL needs AUTH0_DOMAIN or AUTH0_ISSUER_URL/],
     [{ AUTH0_DOMAIN: 'a.auth0.com', AUTH0_AUDIENCE: 'x', AUTH0_JWKS_URL: 'keys' }, /^AUTH0_JWKS_URL must be an absolute URL/],
     [{ AUTH0_DOMAIN: 'a.auth0.com', AUTH0_AUDIENCE: 'x', AUTH0_JWKS_URL: 'http://keys.example.com/', NODE_ENV: 'production' }, /^AUTH0_JWKS_URL must use https when NODE_ENV=production/],
+    [{ AUTH0_DOMAIN: 'a.auth0.com,b.auth0.com', AUTH0_AUDIENCE: 'x', AUTH0_JWKS_URL: 'https://keys.example.com/' }, /^AUTH0_JWKS_URL applies to one issuer only, and AUTH0_DOMAIN names 2/],
+    [{ AUTH0_DOMAIN: 'a.auth0.com, A.auth0.com', AUTH0_AUDIENCE: 'x' }, /^AUTH0_DOMAIN names the same issuer twice$/],
+    [{ AUTH0_ISSUER_URL: 'https://a.example/,https://a.example/', AUTH0_AUDIENCE: 'x' }, /^AUTH0_ISSUER_URL names the same issuer twice$/],
+    [{ AUTH0_ISSUER_URL: 'https://a.example/,ftp://b.example/', AUTH0_AUDIENCE: 'x' }, /^AUTH0_ISSUER_URL must be an http or https URL/],
+    [{ AUTH0_DOMAIN: 'a.auth0.com,https://b.example/', AUTH0_AUDIENCE: 'x' }, /^AUTH0_DOMAIN must be a host name/],
+    [{ AUTH0_TOKEN_PROFILE: 'strict' }, /^AUTH0_TOKEN_PROFILE must be one of auth0, rfc9068$/],
+    [{ AUTH0_MAX_TOKEN_AGE: '0' }, /^AUTH0_MAX_TOKEN_AGE must be >= 1$/],
+    [{ AUTH0_MAX_TOKEN_AGE: '1h' }, /^AUTH0_MAX_TOKEN_AGE must be integer$/],
+    [{ PUBLIC_URL: 'api.example.com' }, /^PUBLIC_URL must be an absolute URL/],
+    [{ PUBLIC_URL: 'http://api.example.com/' }, /^PUBLIC_URL must use https \(http only for a loopback host outside production\)$/],
+    [{ PUBLIC_URL: 'https://api.example.com/?x' }, /^PUBLIC_URL must not contain/],
+    [{ PUBLIC_URL: 'http://127.0.0.1:3000/', NODE_ENV: 'production', AUTH0_DOMAIN: 'a.auth0.com', AUTH0_AUDIENCE: 'x' }, /^PUBLIC_URL must use https/],
+    [{ RESOURCE_NAME: 'x'.repeat(201) }, /^RESOURCE_NAME must NOT have more than 200 characters$/],
+    [{ RESOURCE_NAME: 'line\nbreak' }, /^RESOURCE_NAME must match pattern/],
+    [{ HTTPS_PROXY: 'proxy.internal:3128' }, /^HTTPS_PROXY must be an http or https URL/],
+    [{ http_proxy: 'socks5://proxy.internal' }, /^HTTP_PROXY must be an http or https URL/],
+    [{ HTTP_PROXY: 'not a url' }, /^HTTP_PROXY must be an http or https URL/],
   ]
   for (const [env, message] of mistakes) {
     t.throws(() => loadConfig(env), ConfigError, JSON.stringify(env))

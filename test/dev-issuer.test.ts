@@ -24,8 +24,9 @@ t.test('the dev issuer end to end over real HTTP: mint, then call', async (t) =>
   const permitted = await mint({ permissions: ['read:messages'], sub: 'alice', expiresIn: 60 })
   t.equal(permitted.expires_in, 60)
   const claims = JSON.parse(Buffer.from(permitted.access_token.split('.')[1]!, 'base64url').toString())
-  t.match(claims, { sub: 'alice', aud: 'dev-api', iss: app.devIssuer?.issuer, permissions: ['read:messages'] })
+  t.match(claims, { sub: 'alice', aud: 'dev-api', iss: app.devIssuer?.issuer, permissions: ['read:messages'], client_id: 'dev-client', jti: /^[0-9a-f-]{36}$/ })
   t.equal(claims.exp - claims.iat, 60)
+  t.match(JSON.parse(Buffer.from(permitted.access_token.split('.')[0]!, 'base64url').toString()), { alg: 'RS256', typ: 'at+jwt' }, 'an RFC 9068 access token')
 
   t.equal(await get('/api/public'), 200)
   t.equal(await get('/api/private'), 401)
@@ -34,7 +35,11 @@ t.test('the dev issuer end to end over real HTTP: mint, then call', async (t) =>
   t.equal(await get('/api/private-scoped', scoped.access_token), 200)
   t.equal(await get('/api/private-scoped', permitted.access_token), 200)
   t.equal(await get('/ready'), 200)
-  t.equal((await fetch(`${app.devIssuer?.issuer}.well-known/other`)).status, 404, 'the dev issuer serves its JWKS and nothing else')
+  const discovery = await (await fetch(`${app.devIssuer?.issuer}.well-known/openid-configuration`)).json() as Record<string, unknown>
+  t.match(discovery, { issuer: app.devIssuer?.issuer, jwks_uri: `${app.devIssuer?.issuer}.well-known/jwks.json` }, 'discovery, as a real issuer serves it')
+  t.equal((await fetch(`${app.devIssuer?.issuer}.well-known/other`)).status, 404, 'the dev issuer serves its metadata and JWKS, nothing else')
+  t.equal((await fetch(`${app.devIssuer?.issuer}__proto__`)).status, 404)
+  t.equal((await fetch(`${app.devIssuer?.issuer}.well-known/jwks.json`, { method: 'POST' })).status, 404, 'GET only')
 })
 
 t.test('POST /dev/token validates what it is asked for', async (t) => {

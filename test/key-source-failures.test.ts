@@ -1,5 +1,5 @@
 import t from 'tap'
-import { KeySource } from '../lib/key-source.js'
+import { KeySource } from '../lib/keys/key-source.js'
 import { buildApp, bearer, startIssuer } from './helpers/app.js'
 import type { TestIssuer } from './helpers/issuer.js'
 import { failure, header, keySource, sleep, TIMEOUT_MS } from './helpers/key-source.js'
@@ -8,16 +8,15 @@ t.test('issuer down, slow or broken: keys in hand are still served, unknown kids
   for (const mode of ['down', 'hang', 'html', 'error', 'garbage', 'empty'] as const) {
     const issuer = await startIssuer(t)
     const logged: object[] = []
-    const source = keySource(t, issuer, { keyMaxAgeMs: 0, unknownKidCooldownMs: 0, log: { warn: (details) => logged.push(details) } })
+    const source = keySource(t, issuer, { keyMaxAgeMs: 100, unknownKidCooldownMs: 0, log: { warn: (details) => logged.push(details) } })
     const kid = issuer.keys[0]!.kid
     await source.getKey(header(kid))
-    await sleep(50) // the set is renewed after every use (keyMaxAgeMs 0): let that renewal finish
     issuer.mode = mode
     const started = Date.now()
     t.match(await source.getKey(header(kid)), /PUBLIC KEY/, `${mode}: the key in hand is served without waiting`)
     t.ok(Date.now() - started < TIMEOUT_MS, `${mode}: no wait for the failing issuer`)
     while (logged.length === 0) {
-      await sleep(10) // until the background refresh has failed
+      await sleep(10) // until the background renewal has failed
     }
     const during = Date.now()
     const error = await failure(source.getKey(header('new-kid')))
@@ -40,14 +39,14 @@ t.test('the log says why a fetch failed', async (t) => {
     const logged: object[] = []
     const source = keySource(t, issuer, { log: { warn: (details) => logged.push(details) } })
     await failure(source.getKey(header('kid')))
-    t.same(logged, [{ jwksUrl: `${issuer.url}.well-known/jwks.json`, reason }], mode)
+    t.same(logged, [{ issuer: issuer.issuer, reason }], mode)
   }
   const huge = await startIssuer(t)
   huge.extraJwks = ['x'.repeat(1024 * 1024)]
   const hugeLog: object[] = []
   const hugeSource = keySource(t, huge, { log: { warn: (details) => hugeLog.push(details) } })
   await failure(hugeSource.getKey(header('kid')))
-  t.match(hugeLog, [{ reason: 'key set too large' }])
+  t.match(hugeLog, [{ reason: 'document too large' }])
 
   for (const [body, status, reason] of [['{}', 200, 'no usable signing key'], ['null', 200, 'no usable signing key'], ['{"keys":{}}', 200, 'no usable signing key'], ['', 204, 'not JSON']] as const) {
     const odd = await startIssuer(t)
@@ -57,13 +56,9 @@ t.test('the log says why a fetch failed', async (t) => {
     await failure(keySource(t, odd, { log: { warn: (details) => oddLog.push(details) } }).getKey(header('kid')))
     t.match(oddLog, [{ reason }], `${status} ${body}`)
   }
-  const badPort = new KeySource({ issuer: 'http://127.0.0.1:1/', algorithms: ['RS256'], fetchTimeoutMs: TIMEOUT_MS, unknownKidCooldownMs: 0, log: { warn: (details) => t.match(details, { reason: 'bad port' }) } })
-  t.teardown(() => badPort.close())
-  await failure(badPort.getKey(header('kid')))
-
   const gone = await startIssuer(t)
   await gone.close()
-  const nobody = new KeySource({ issuer: gone.url, algorithms: ['RS256'], fetchTimeoutMs: TIMEOUT_MS, unknownKidCooldownMs: 0, log: { warn: (details) => t.match(details, { reason: 'ECONNREFUSED' }) } })
+  const nobody = new KeySource({ issuer: gone.url, algorithms: ['RS256'], allowLoopbackHttp: true, fetchTimeoutMs: TIMEOUT_MS, unknownKidCooldownMs: 0, log: { warn: (details) => t.match(details, { reason: 'ECONNREFUSED' }) } })
   t.teardown(() => nobody.close())
   await failure(nobody.getKey(header('kid')))
 })
@@ -71,12 +66,13 @@ t.test('the log says why a fetch failed', async (t) => {
 t.test('a redirect of the key set to another server is not followed', async (t) => {
   const issuer = await startIssuer(t)
   const elsewhere = await startIssuer(t)
+  issuer.mode = 'redirect'
   issuer.redirectTo = `${elsewhere.url}.well-known/jwks.json`
   const logged: object[] = []
   const source = keySource(t, issuer, { log: { warn: (details) => logged.push(details) } })
   t.equal((await failure(source.getKey(header(elsewhere.keys[0]!.kid)))).code, 'jwks_unavailable')
   t.equal(elsewhere.requests, 0, 'the other server received nothing')
-  t.match(logged, [{ reason: /redirect/ }])
+  t.match(logged, [{ reason: 'status 302' }])
 })
 
 t.test('a hanging issuer never holds a lookup past the deadline', async (t) => {

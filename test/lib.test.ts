@@ -1,13 +1,16 @@
 import type { FastifyRequest } from 'fastify'
 import t from 'tap'
-import { bearerToken } from '../lib/bearer.js'
+import { bearerToken } from '../lib/tokens/credentials.js'
 import { loadConfig } from '../lib/config.js'
 import { loggingOptions } from '../lib/logging.js'
-import { OutcomeCache } from '../lib/outcome-cache.js'
+import { OutcomeCache } from '../lib/tokens/outcome-cache.js'
 import { hash } from 'node:crypto'
 import { AuthError } from '../lib/errors.js'
-import { grantedScopes, isSatisfied, scopeRequirement } from '../lib/scopes.js'
-import { toAuthError } from '../lib/token-errors.js'
+import { grantedScopes, isSatisfied, routePolicy } from '../lib/tokens/scopes.js'
+import { toAuthError } from '../lib/tokens/token-errors.js'
+import { checkClaims, trustedUntilMs } from '../lib/tokens/claims.js'
+import { jwksUriOf, metadataUrls } from '../lib/keys/discovery.js'
+import { describeFailure, FetchError } from '../lib/keys/http.js'
 
 t.test('bearerToken follows RFC 6750 §2.1', async (t) => {
   t.equal(bearerToken('Bearer abc.DEF-_~+/.x=='), 'abc.DEF-_~+/.x==')
@@ -23,13 +26,14 @@ t.test('scopes from the scope string and the permissions array', async (t) => {
   t.same([...grantedScopes({ scope: ' a  b ', permissions: ['c', 1, 'a'] })].sort(), ['a', 'b', 'c'])
   t.same([...grantedScopes({ scope: ['a'], permissions: 'b' })], [])
   t.same([...grantedScopes({})], [])
-  const all = scopeRequirement({ scopes: ['a', 'b'] }, 'route')!
-  const any = scopeRequirement({ scopes: { anyOf: ['a', 'b'] } }, 'route')!
+  const all = routePolicy({ scopes: ['a', 'b'] }, 'route').requirement!
+  const any = routePolicy({ scopes: { anyOf: ['a', 'b'] } }, 'route').requirement!
   t.ok(isSatisfied(all, new Set(['a', 'b', 'c'])))
   t.notOk(isSatisfied(all, new Set(['a'])))
   t.ok(isSatisfied(any, new Set(['b'])))
   t.notOk(isSatisfied(any, new Set(['c'])))
-  t.equal(scopeRequirement(true, 'route'), undefined, '`true` asks for a valid token only')
+  t.same(routePolicy(true, 'route'), { optional: false, requirement: undefined }, '`true` asks for a valid token only')
+  t.same(routePolicy('optional', 'route'), { optional: true, requirement: undefined }, '`optional`: a valid token if there is a header')
 })
 
 t.test('token errors are mapped by code; anything else is ours and rethrown', async (t) => {
@@ -97,4 +101,31 @@ t.test('the outcome cache: stored on the second offer, bounded, expiring, tied t
   byWeight(expired, 101)
   t.equal(heavy.get(expired, 0, 1), undefined, 'an entry heavier than the whole budget is not stored')
   t.equal(heavy.get(b, 0, 1), b, 'and evicts nothing')
+})
+
+t.test('claim checks stand on their own, whatever chose the key', async (t) => {
+  const rules = { issuers: new Set(['https://a.example/']), audiences: ['api'], profile: 'auth0' as const, clockToleranceSec: 0, allowedClients: new Set<string>() }
+  const claims = { iss: 'https://a.example/', aud: 'api', exp: 2e9 }
+  t.equal(checkClaims({ ...claims }, rules, 1e9).iss, 'https://a.example/')
+  t.throws(() => checkClaims({ ...claims, iss: 'https://b.example/' }, rules, 1e9), { code: 'invalid_claims', message: 'Token issuer is not trusted' })
+  t.throws(() => checkClaims({ ...claims, iss: ['https://a.example/'] }, rules, 1e9), { code: 'invalid_claims' })
+  t.equal(trustedUntilMs({ ...claims, iat: 1e9 }, { ...rules, maxTokenAgeSec: 60, clockToleranceSec: 5 }), (1e9 + 65) * 1000, 'until the end of the accepted age')
+  t.equal(trustedUntilMs({ ...claims }, { ...rules, clockToleranceSec: 5 }), (2e9 + 5) * 1000, 'or exp, with the tolerance fast-jwt grants')
+})
+
+t.test('metadata documents: anything but a JSON object is refused', async (t) => {
+  for (const document of [null, [], 'text', 42]) {
+    t.throws(() => jwksUriOf(document, 'https://a.example/', false), { name: 'FetchError', message: 'metadata is not a JSON object' }, JSON.stringify(document))
+  }
+  t.equal(jwksUriOf({ issuer: 'https://a.example/', jwks_uri: 'https://a.example/keys' }, 'https://a.example/', false), 'https://a.example/keys')
+  t.same(metadataUrls('https://a.example/realms/main/'), ['https://a.example/realms/main/.well-known/openid-configuration', 'https://a.example/.well-known/oauth-authorization-server/realms/main'])
+  t.same(metadataUrls('https://a.example'), ['https://a.example/.well-known/openid-configuration', 'https://a.example/.well-known/oauth-authorization-server'])
+})
+
+t.test('a fetch failure is described by its code, or its name when it has none', async (t) => {
+  t.equal(describeFailure(new FetchError('status 500', 500)), 'status 500')
+  t.equal(describeFailure(Object.assign(new Error('x'), { cause: { code: 'ECONNREFUSED' } })), 'ECONNREFUSED')
+  t.equal(describeFailure(Object.assign(new Error('x'), { code: 'UND_ERR_SOCKET' })), 'UND_ERR_SOCKET')
+  t.equal(describeFailure(new DOMException('late', 'TimeoutError')), 'TimeoutError', 'a DOMException\'s numeric code is not a reason')
+  t.equal(describeFailure(new RangeError('x')), 'RangeError')
 })

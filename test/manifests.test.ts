@@ -84,7 +84,7 @@ t.test('every variable the manifests set is one the service reads, with a value 
 t.test('probes ask routes that exist, on the service\'s port', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer)
-  while (!app.keySource.ready) {
+  while (!app.issuers.ready) {
     await new Promise((resolve) => setTimeout(resolve, 20)) // the startup fetch of the signing keys
   }
   const probes = { readiness: container!.readinessProbe, liveness: container!.livenessProbe, startup: container!.startupProbe }

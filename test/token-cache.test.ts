@@ -5,17 +5,27 @@ import { buildApp, bearer, startIssuer } from './helpers/app.js'
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const now = (): number => Math.floor(Date.now() / 1000)
 
-t.test('a remembered token stops working at its exp', async (t) => {
+t.test('a remembered token stops working when it ends: at its exp, or once older than AUTH0_MAX_TOKEN_AGE', async (t) => {
   const issuer = await startIssuer(t)
-  const app = await buildApp(t, issuer, { AUTH0_CLOCK_TOLERANCE: '0' })
-  const token = issuer.token({ exp: now() + 2 })
-  for (let i = 0; i < 3; i++) {
-    t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'remembered from the second use')
+  const cases: { env: Record<string, string>, claims: Record<string, number>, code: string, message: string }[] = [
+    { env: {}, claims: { exp: now() + 2 }, code: 'token_expired', message: 'Token has expired' },
+    { env: { AUTH0_MAX_TOKEN_AGE: '2' }, claims: { iat: now() }, code: 'invalid_claims', message: 'Token is older than this API accepts (iat)' },
+  ]
+  const remembered = []
+  for (const { env, claims, code, message } of cases) {
+    const app = await buildApp(t, issuer, { AUTH0_CLOCK_TOLERANCE: '0', ...env })
+    const token = issuer.token(claims)
+    for (let i = 0; i < 3; i++) {
+      t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'remembered from the second use')
+    }
+    remembered.push({ app, token, code, message })
   }
   await sleep(2100)
-  const expired = await app.inject({ url: '/api/private', headers: bearer(token) })
-  t.equal(expired.statusCode, 401)
-  t.equal(expired.json().code, 'token_expired')
+  for (const { app, token, code, message } of remembered) {
+    const ended = await app.inject({ url: '/api/private', headers: bearer(token) })
+    t.equal(ended.statusCode, 401)
+    t.same(ended.json(), { statusCode: 401, error: 'Unauthorized', code, message })
+  }
 })
 
 t.test('a remembered token stops working when its key is withdrawn', async (t) => {
@@ -38,7 +48,7 @@ t.test('a remembered token stops working when its key is withdrawn', async (t) =
 t.test('a busy cache does not keep a withdrawn key alive: every request checks the key set\'s age', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer, { JWKS_MAX_AGE_MS: '1000' })
-  while (!app.keySource.ready) {
+  while (!app.issuers.ready) {
     await sleep(10)
   }
   await sleep(600) // the token is first seen late in the key set's life, so its entry outlives the set's age

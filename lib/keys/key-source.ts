@@ -1,23 +1,35 @@
-import { createPublicKey, type JsonWebKey } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { AuthError } from './errors.js'
+import { Agent, type Dispatcher } from 'undici'
+import { AuthError } from '../errors.js'
+import { discoverJwksUri, UnusableIssuer } from './discovery.js'
+import { describeFailure, getJson } from './http.js'
+import { changesKeys, parseKeySet, type PublicKey } from './jwks.js'
 
 export interface KeySourceOptions {
-  /** The configured issuer, as tokens state it in `iss`. */
+  /** The issuer, exactly as its tokens state it in `iss`. */
   issuer: string
-  /** Where its keys are, from configuration only; `<issuer>.well-known/jwks.json` by default. */
+  /** Where its keys are, from configuration; without it, the `jwks_uri` of the issuer's metadata. */
   jwksUrl?: string | undefined
   /** Token algorithms allowed; a token asking for another one is refused before any lookup. */
   algorithms: readonly string[]
-  /** The deadline of every fetch of the key set. Also the pause after a failed fetch. */
+  /** The deadline of every refresh (metadata and key set together). Also the pause after a failed one. */
   fetchTimeoutMs: number
   /** An unknown kid fetches the key set again only if the set in hand is older than this. */
   unknownKidCooldownMs: number
-  /** A key set older than this is fetched again in the background when a token next needs it. */
+  /** The key set (and the metadata) is fetched again in the background once older than this. */
   keyMaxAgeMs?: number
   /** How long a kid the issuer did not have is answered from memory. */
   unknownKidTtlMs?: number
-  log?: { warn: (details: object, message: string) => void }
+  /** A discovered `jwks_uri` may be plain http on a loopback host (never in production). */
+  allowLoopbackHttp?: boolean
+  /** How requests leave the process (a proxy, or direct); its owner closes it. Without one, a direct agent of its own. */
+  dispatcher?: Dispatcher
+  /** Called whenever a key is withdrawn or replaced. */
+  onChange?: () => void
+  log?: {
+    warn: (details: object, message: string) => void
+    info?: (details: object, message: string) => void
+  }
 }
 
 /** The JOSE header fields the lookup reads. `jku`, `x5u` and `jwk` are never followed. */
@@ -26,10 +38,19 @@ export interface TokenHeader {
   kid?: unknown
 }
 
-interface PublicKey {
-  pem: string
-  /** The key's own `alg`, when the JWKS states one: then only that algorithm may use it. */
-  alg: string | undefined
+/**
+ * `loading`: no fetch has finished yet; `ready`: keys in hand and the last fetch succeeded; `stale`: keys in
+ * hand but the last fetch failed; `unavailable`: no keys, the issuer could not be reached or answered badly;
+ * `unusable`: no keys, the issuer's metadata cannot be trusted (another issuer, no https jwks_uri).
+ */
+export type IssuerState = 'loading' | 'ready' | 'stale' | 'unavailable' | 'unusable'
+
+export interface IssuerStatus {
+  issuer: string
+  state: IssuerState
+  keys: number
+  /** Why the last fetch failed, as logged. */
+  reason?: string
 }
 
 // Fixed answers are made once: a flood of bad tokens should cost no stack traces.
@@ -42,27 +63,29 @@ const DEFAULT_KEY_MAX_AGE_MS = 10 * 60_000
 const DEFAULT_UNKNOWN_KID_TTL_MS = 5 * 60_000
 const MAX_KID_LENGTH = 256
 const UNKNOWN_KIDS_MAX = 1000
-const MAX_JWKS_BYTES = 1024 * 1024
-/** RSA keys shorter than this are refused (NIST SP 800-131A); a malformed modulus can even parse as 0 bits. */
-const MIN_RSA_BITS = 2048
+const MAX_DOCUMENT_BYTES = 1024 * 1024
 
 /**
- * The public keys of the one configured issuer, held in memory so that the request path costs one Map
- * lookup. The whole key set is fetched at once (at startup, when it grows old, and for an unknown kid), so
- * one fetch brings every key the issuer publishes.
+ * The public keys of one issuer, held in memory so that a token's lookup costs one Map lookup. The whole key
+ * set is fetched at once (at startup, on a timer once it is `keyMaxAgeMs` old, and for an unknown kid), so
+ * one fetch brings every key the issuer publishes; without a configured JWKS URL its location comes from the
+ * issuer's metadata (OIDC Discovery or RFC 8414), refreshed on the same timer.
  *
- * What an internet-facing service needs around that fetch: a deadline on every fetch, and one at a time
+ * What an internet-facing service needs around that: one deadline per refresh and one refresh at a time
  * (lookups arriving meanwhile wait for it); an unknown kid refetches only when the set in hand is older than
  * the cooldown and is then remembered (a bounded negative cache), so a flood of made-up kids costs at most
- * one fetch per window and cannot keep genuine kids out; while the issuer is down or broken, the keys in
- * hand keep being served and lookups that need the issuer fail fast with `jwks_unavailable`; and `ready`
- * turns true as soon as the startup fetch has loaded keys, retried until it does.
+ * one fetch per window and cannot keep genuine kids out; while the issuer is down or broken, the keys in hand
+ * keep being served, lookups that need the issuer fail fast with `jwks_unavailable`, and a bad document
+ * never replaces a good set; failures are logged once per reason, and retried on the timer.
  */
 export class KeySource {
-  readonly #options: Required<Omit<KeySourceOptions, 'log' | 'jwksUrl'>> & Pick<KeySourceOptions, 'log'>
-  readonly #jwksUrl: string
+  readonly #options: Required<Omit<KeySourceOptions, 'log' | 'jwksUrl' | 'onChange' | 'dispatcher'>> & Pick<KeySourceOptions, 'log' | 'jwksUrl' | 'onChange'>
+  readonly #dispatcher: Dispatcher
+  readonly #ownDispatcher: boolean
   #keys = new Map<string, PublicKey>()
   #fetchedAt = -Infinity
+  /** The metadata's `jwks_uri` and when it was read. */
+  #discovered: { jwksUri: string, at: number } | undefined
   /** Fetches started so far, and which of them brought the key set in hand. */
   #fetchesStarted = 0
   #setFromFetch = 0
@@ -71,12 +94,13 @@ export class KeySource {
   readonly #closing = new AbortController()
   #inFlight: Promise<void> | undefined
   #failedUntil = 0
-  #retryTimer: NodeJS.Timeout | undefined
+  #failure: { reason: string, unusable: boolean } | undefined
+  #timer: NodeJS.Timeout | undefined
 
   constructor (options: KeySourceOptions) {
-    this.#options = { keyMaxAgeMs: DEFAULT_KEY_MAX_AGE_MS, unknownKidTtlMs: DEFAULT_UNKNOWN_KID_TTL_MS, ...options }
-    const { issuer } = options
-    this.#jwksUrl = options.jwksUrl ?? `${issuer}${issuer.endsWith('/') ? '' : '/'}.well-known/jwks.json`
+    this.#options = { keyMaxAgeMs: DEFAULT_KEY_MAX_AGE_MS, unknownKidTtlMs: DEFAULT_UNKNOWN_KID_TTL_MS, allowLoopbackHttp: false, ...options }
+    this.#ownDispatcher = options.dispatcher === undefined
+    this.#dispatcher = options.dispatcher ?? new Agent()
   }
 
   get issuer (): string {
@@ -93,6 +117,14 @@ export class KeySource {
     return this.#version
   }
 
+  get status (): IssuerStatus {
+    const failure = this.#failure
+    const state: IssuerState = this.ready
+      ? (failure ? 'stale' : 'ready')
+      : (failure ? (failure.unusable ? 'unusable' : 'unavailable') : 'loading')
+    return { issuer: this.issuer, state, keys: this.#keys.size, ...(failure && { reason: failure.reason }) }
+  }
+
   /** The PEM public key for a token's header, or an AuthError: 401 `invalid_token` or 503 `jwks_unavailable`. */
   async getKey (header: TokenHeader): Promise<string> {
     const { alg, kid } = header
@@ -103,34 +135,26 @@ export class KeySource {
       throw NO_USABLE_KID
     }
     const key = this.#keys.get(kid) ?? await this.#lookUpUnknown(kid)
-    this.renewIfOld()
     if (key.alg !== undefined && key.alg !== alg) {
       throw ALGORITHM_MISMATCH
     }
     return key.pem
   }
 
-  /**
-   * Fetches the key set in the background if it is older than `keyMaxAgeMs`. Called for every token, also
-   * those answered from a cache, so that a withdrawn key stops working on time however busy the cache is.
-   */
-  renewIfOld (): void {
-    if (performance.now() - this.#fetchedAt >= this.#options.keyMaxAgeMs) {
-      void this.#refresh() // the request that noticed is served with the keys in hand
-    }
-  }
-
-  /** Starts the background fetch that makes `ready` true; retried until it succeeds. */
+  /** Starts the first fetch in the background; from then on the timer keeps the set fresh. */
   warmUp (): void {
-    if (!this.ready) {
+    if (this.#fetchesStarted === 0) {
       void this.#refresh()
     }
   }
 
-  /** Aborts a fetch under way and stops background retries. */
-  close (): void {
+  /** Aborts a fetch under way and stops the timer. */
+  async close (): Promise<void> {
     this.#closing.abort()
-    clearTimeout(this.#retryTimer)
+    clearTimeout(this.#timer)
+    if (this.#ownDispatcher) {
+      await this.#dispatcher.close()
+    }
   }
 
   async #lookUpUnknown (kid: string): Promise<PublicKey> {
@@ -162,55 +186,85 @@ export class KeySource {
     if (this.#inFlight === undefined && performance.now() >= this.#failedUntil && !this.#closing.signal.aborted) {
       const attempt = this.#fetchKeySet(++this.#fetchesStarted)
       this.#inFlight = attempt
-      void attempt.then(() => { this.#inFlight = undefined })
+      void attempt.then(() => {
+        this.#inFlight = undefined
+        this.#schedule()
+      })
     }
     return this.#inFlight ?? Promise.resolve()
   }
 
   async #fetchKeySet (fetchNumber: number): Promise<void> {
+    const signal = AbortSignal.any([AbortSignal.timeout(this.#options.fetchTimeoutMs), this.#closing.signal])
+    const request = { dispatcher: this.#dispatcher, signal, maxBytes: MAX_DOCUMENT_BYTES }
     try {
-      const response = await fetch(this.#jwksUrl, {
-        headers: { accept: 'application/json' },
-        redirect: 'error',
-        signal: AbortSignal.any([AbortSignal.timeout(this.#options.fetchTimeoutMs), this.#closing.signal]),
-      })
-      if (!response.ok) {
-        throw new JwksError(`status ${response.status}`)
+      const keys = parseKeySet(await getJson(await this.#jwksUrl(request), request))
+      if (changesKeys(this.#keys, keys)) {
+        this.#version++
+        this.#options.onChange?.()
       }
-      this.#install(parseKeySet(await readBody(response, MAX_JWKS_BYTES)), fetchNumber)
+      this.#keys = keys
+      this.#fetchedAt = performance.now()
+      this.#setFromFetch = fetchNumber
+      for (const kid of keys.keys()) {
+        this.#unknownKids.delete(kid)
+      }
+      if (this.#failure !== undefined) {
+        this.#options.log?.info?.({ issuer: this.issuer, keys: keys.size }, 'the issuer\'s signing keys are fetched again')
+      }
+      this.#failure = undefined
     } catch (error) {
       this.#failedUntil = performance.now() + this.#options.fetchTimeoutMs
       if (!this.#closing.signal.aborted) {
-        this.#options.log?.warn({ jwksUrl: this.#jwksUrl, reason: describeFailure(error) }, 'could not fetch the issuer\'s signing keys')
-        this.#retryUntilReady()
+        this.#failed(error)
       }
     }
   }
 
-  #install (keys: Map<string, PublicKey>, fetchNumber: number): void {
-    for (const [kid, key] of this.#keys) {
-      const next = keys.get(kid)
-      if (next?.pem !== key.pem || next.alg !== key.alg) {
-        this.#version++ // a key was withdrawn or replaced
-        break
-      }
+  /** The configured JWKS URL, or the discovered one (kept while discovery fails for a reason that can pass). */
+  async #jwksUrl (request: Parameters<typeof getJson>[1]): Promise<string> {
+    const configured = this.#options.jwksUrl
+    if (configured !== undefined) {
+      return configured
     }
-    this.#keys = keys
-    this.#fetchedAt = performance.now()
-    this.#setFromFetch = fetchNumber
-    for (const kid of keys.keys()) {
-      this.#unknownKids.delete(kid)
+    const known = this.#discovered
+    if (known !== undefined && performance.now() - known.at < this.#options.keyMaxAgeMs) {
+      return known.jwksUri
+    }
+    try {
+      const jwksUri = await discoverJwksUri(this.issuer, this.#options.allowLoopbackHttp, request)
+      this.#discovered = { jwksUri, at: performance.now() }
+      return jwksUri
+    } catch (error) {
+      if (known === undefined || error instanceof UnusableIssuer || request.signal.aborted) {
+        throw error
+      }
+      this.#options.log?.warn({ issuer: this.issuer, reason: describeFailure(error) }, 'could not refresh the issuer\'s metadata; using the jwks_uri it gave before')
+      return known.jwksUri
     }
   }
 
-  #retryUntilReady (): void {
-    if (!this.ready && this.#retryTimer === undefined) {
-      this.#retryTimer = setTimeout(() => {
-        this.#retryTimer = undefined
-        this.#failedUntil = 0 // the pause is over: a timer may fire a moment before the clock says so
-        this.warmUp()
-      }, this.#options.fetchTimeoutMs).unref()
+  /** Logs a failure once per reason: a long outage is one line, not one per retry. */
+  #failed (error: unknown): void {
+    const reason = describeFailure(error)
+    if (this.#failure?.reason !== reason) {
+      const unusable = error instanceof UnusableIssuer
+      this.#options.log?.warn({ issuer: this.issuer, reason }, unusable ? 'the issuer cannot be used: its metadata is not trustworthy' : 'could not fetch the issuer\'s signing keys')
+      this.#failure = { reason, unusable }
     }
+  }
+
+  /** The next fetch: when the set grows old, or when the pause after a failure ends while it is old or missing. */
+  #schedule (): void {
+    clearTimeout(this.#timer)
+    if (this.#closing.signal.aborted) {
+      return
+    }
+    const dueAt = Math.max(this.#fetchedAt + this.#options.keyMaxAgeMs, this.#failedUntil)
+    this.#timer = setTimeout(() => {
+      this.#failedUntil = 0 // the pause is over: a timer may fire a moment before the clock says so
+      void this.#refresh()
+    }, Math.max(0, dueAt - performance.now())).unref()
   }
 
   #isRemembered (kid: string): boolean {
@@ -229,65 +283,4 @@ export class KeySource {
     }
     this.#unknownKids.set(kid, performance.now() + this.#options.unknownKidTtlMs)
   }
-}
-
-/** A key set the issuer answered with but that cannot be used. */
-class JwksError extends Error {
-  override name = 'JwksError'
-}
-
-/** The response body as text, refusing to hold more than `limit` bytes (a key set is a few KiB). */
-async function readBody (response: Response, limit: number): Promise<string> {
-  const chunks: Uint8Array[] = []
-  let size = 0
-  for await (const chunk of response.body ?? []) {
-    size += chunk.byteLength
-    if (size > limit) {
-      throw new JwksError('key set too large')
-    }
-    chunks.push(chunk)
-  }
-  return Buffer.concat(chunks).toString('utf8')
-}
-
-/** The signing keys of a JWKS document (RFC 7517), converted once to PEM; keys that cannot be used are skipped. */
-function parseKeySet (text: string): Map<string, PublicKey> {
-  let document: unknown
-  try {
-    document = JSON.parse(text)
-  } catch {
-    throw new JwksError('not JSON')
-  }
-  const jwks = (document as { keys?: unknown } | null)?.keys
-  const keys = new Map<string, PublicKey>()
-  for (const jwk of Array.isArray(jwks) ? jwks as unknown[] : []) {
-    if (typeof jwk !== 'object' || jwk === null) {
-      continue
-    }
-    const { kid, use, alg, kty } = jwk as JsonWebKey
-    if (typeof kid !== 'string' || (use !== undefined && use !== 'sig') || (kty !== 'RSA' && kty !== 'EC')) {
-      continue
-    }
-    try {
-      const key = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' })
-      if (kty === 'EC' || key.asymmetricKeyDetails!.modulusLength! >= MIN_RSA_BITS) {
-        keys.set(kid, { pem: key.export({ type: 'spki', format: 'pem' }).toString(), alg: typeof alg === 'string' ? alg : undefined })
-      }
-    } catch {
-      // a malformed key: skipped, like one of an unsupported type or a weak RSA key
-    }
-  }
-  if (keys.size === 0) {
-    throw new JwksError('no usable signing key')
-  }
-  return keys
-}
-
-/** What went wrong, for the log: a reason, never the body the issuer sent. */
-function describeFailure (error: unknown): string {
-  const { name, message, cause } = error as Error & { cause?: { code?: string, message?: string } }
-  if (error instanceof JwksError) {
-    return message
-  }
-  return cause?.code ?? cause?.message ?? name // ECONNREFUSED, ENOTFOUND, a TLS error code, TimeoutError ...
 }

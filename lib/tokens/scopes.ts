@@ -1,8 +1,9 @@
 /**
- * What a route asks of a token, as written in its route config:
- * `true` (any valid token), a list of scopes that are all required, or `{ anyOf: [...] }`.
+ * What a route asks of a token, as written in its route config: `true` (any valid token), `'optional'` (a
+ * valid token if there is an Authorization header, else none), a list of scopes that are all required, or
+ * `{ anyOf: [...] }`.
  */
-export type RouteAuth = true | { scopes: readonly string[] | { anyOf: readonly string[] } }
+export type RouteAuth = true | 'optional' | { scopes: readonly string[] | { anyOf: readonly string[] } }
 
 export interface ScopeRequirement {
   /** `all`: every scope is needed; `any`: one of them is enough. */
@@ -10,13 +11,20 @@ export interface ScopeRequirement {
   scopes: readonly string[]
 }
 
+/** A route's `config.auth`, checked once when the route is added. */
+export interface RoutePolicy {
+  /** No Authorization header is fine: the handler runs with `request.user` null. */
+  optional: boolean
+  requirement: ScopeRequirement | undefined
+}
+
 // RFC 6749 §3.3 scope-token: printable ASCII without space, `"` or `\` (it is quoted in the challenge).
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
 
-/** Validates a route's `config.auth` once, when the route is added; returns undefined for `true`. */
-export function scopeRequirement (auth: RouteAuth, route: string): ScopeRequirement | undefined {
-  if (auth === true) {
-    return undefined
+/** Validates a route's `config.auth` once, when the route is added; a mistake fails at startup. */
+export function routePolicy (auth: RouteAuth, route: string): RoutePolicy {
+  if (auth === true || auth === 'optional') {
+    return { optional: auth === 'optional', requirement: undefined }
   }
   const scopes = auth?.scopes
   const requirement: ScopeRequirement = Array.isArray(scopes)
@@ -24,9 +32,9 @@ export function scopeRequirement (auth: RouteAuth, route: string): ScopeRequirem
     : { match: 'any', scopes: (scopes as { anyOf?: readonly string[] } | undefined)?.anyOf ?? [] }
   if (!Array.isArray(requirement.scopes) || requirement.scopes.length === 0 ||
       !requirement.scopes.every((scope) => typeof scope === 'string' && SCOPE_TOKEN.test(scope))) {
-    throw new TypeError(`${route}: config.auth must be true, { scopes: ['scope', ...] } or { scopes: { anyOf: ['scope', ...] } } with scope names free of spaces and quotes`)
+    throw new TypeError(`${route}: config.auth must be true, 'optional', { scopes: ['scope', ...] } or { scopes: { anyOf: ['scope', ...] } } with scope names free of spaces and quotes`)
   }
-  return requirement
+  return { optional: false, requirement }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { WRONG_CLAIM_TYPE } from './claims.js'
-import { AuthError } from './errors.js'
+import { AuthError } from '../errors.js'
 
 /**
  * What each @fastify/jwt / fast-jwt error code means for the client, mapped by code and never by

@@ -15,7 +15,7 @@ interface Tap {
 export async function buildApp (t: Tap, issuer: TestIssuer | undefined, env: Record<string, string> = {}, routes?: FastifyPluginAsync): Promise<FastifyInstance> {
   const config = loadConfig({
     LOG_LEVEL: 'silent',
-    ...(issuer && { AUTH0_ISSUER_URL: issuer.url, AUTH0_AUDIENCE: AUDIENCE, JWKS_TIMEOUT_MS: '1000' }),
+    ...(issuer && { AUTH0_ISSUER_URL: issuer.issuer, AUTH0_AUDIENCE: AUDIENCE, JWKS_TIMEOUT_MS: '1000' }),
     ...env,
   })
   const app = await buildServer(config)

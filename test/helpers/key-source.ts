@@ -1,13 +1,13 @@
 import type { Test } from 'tap'
 import { AuthError } from '../../lib/errors.js'
-import { KeySource, type KeySourceOptions } from '../../lib/key-source.js'
+import { KeySource, type KeySourceOptions } from '../../lib/keys/key-source.js'
 import type { TestIssuer } from './issuer.js'
 
 export const TIMEOUT_MS = 400
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 export function keySource (t: Test, issuer: TestIssuer, options: Partial<KeySourceOptions> = {}): KeySource {
-  const source = new KeySource({ issuer: issuer.url, algorithms: ['RS256'], fetchTimeoutMs: TIMEOUT_MS, unknownKidCooldownMs: 30_000, ...options })
+  const source = new KeySource({ issuer: issuer.issuer, algorithms: ['RS256'], fetchTimeoutMs: TIMEOUT_MS, unknownKidCooldownMs: 30_000, allowLoopbackHttp: true, ...options })
   t.teardown(() => source.close())
   return source
 }
