@@ -76,6 +76,14 @@ t.test('every variable the manifests set is one the service reads, with a value 
   t.equal(config.host, '0.0.0.0')
   t.equal(container!.ports.find((port) => port.name === 'http')?.containerPort, config.port, 'the container port is the port the service listens on')
 
+  // The ConfigMap's commented examples, uncommented, load too: a team can switch them on as they are.
+  const examples = Object.fromEntries([...readFileSync(join(DIR, 'configmap.yaml'), 'utf8').matchAll(/^ {2}# ([A-Z_0-9]+): "?([^"#\n]+?)"?(?: +#.*)?$/gm)].map(([, name, value]) => [name!, value!]))
+  t.ok(Object.keys(examples).length >= 5, `${Object.keys(examples).length} commented examples`)
+  for (const name of Object.keys(examples)) {
+    t.ok(CONFIG_VARIABLES.includes(name), `${name} (commented) is a configuration variable`)
+  }
+  t.doesNotThrow(() => loadConfig({ ...environment, ...examples }), 'with the commented examples on, the configuration loads')
+
   const preStopSeconds = Number(container!.lifecycle.preStop.exec.command.at(-1))
   t.ok(preStopSeconds + config.shutdownTimeoutMs / 1000 < pod.spec.terminationGracePeriodSeconds,
     'preStop pause and shutdown timeout fit in the grace period')
