@@ -50,5 +50,7 @@ function serverOptions (config: Config): FastifyServerOptions {
     // While shutting down, a request that still reaches us on an open connection is served (with
     // `Connection: close`) rather than refused: nothing already sent to this replica fails.
     return503OnClosing: false,
+    // X-Forwarded-* (scheme and host, as DPoP proofs name them) only from the proxies TRUST_PROXY names.
+    trustProxy: config.trustProxy,
   }
 }

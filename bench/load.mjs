@@ -4,8 +4,9 @@
 // cycles through its own slice of them from its own offset, reads go into one reused buffer (`onread`), and
 // a response is parsed only as far as its status and length.
 //
-// Closed loop: a connection sends its next request when the previous response is complete.
-// Messages (IPC): { type: 'prepare', requests: string[] } then { type: 'run', port, durationMs, connections }
+// Closed loop: a connection sends its next request when the previous response is complete. With `once`,
+// each request is sent once (a DPoP proof cannot be replayed): a connection stops at the end of its slice.
+// Messages (IPC): { type: 'prepare', requests: string[] } then { type: 'run', port, durationMs, connections, once }
 // → { type: 'result', requests, statuses, errors, p50, p99, elapsedMs }.
 import { connect } from 'node:net'
 import { performance } from 'node:perf_hooks'
@@ -35,7 +36,7 @@ function sliceFor (index, count) {
   return [...pool.slice(offset), ...pool.slice(0, offset)]
 }
 
-function run ({ port, durationMs, connections }) {
+function run ({ port, durationMs, connections, once = false }) {
   const stats = { requests: 0, statuses: {}, errors: 0, latency: new Uint32Array(LATENCY_BUCKETS) }
   const started = performance.now()
   const deadline = started + durationMs
@@ -47,12 +48,12 @@ function run ({ port, durationMs, connections }) {
       }
     }
     for (let i = 0; i < connections; i++) {
-      openConnection(port, sliceFor(i, connections), deadline, stats, closed)
+      openConnection(port, sliceFor(i, connections), { deadline, once }, stats, closed)
     }
   })
 }
 
-function openConnection (port, requests, deadline, stats, closed) {
+function openConnection (port, requests, { deadline, once }, stats, closed) {
   let next = 0
   let sentAt = 0
   let carry = null // the start of a response split across reads (rare on loopback)
@@ -60,12 +61,12 @@ function openConnection (port, requests, deadline, stats, closed) {
 
   const send = () => {
     sentAt = performance.now()
-    if (sentAt >= deadline) {
+    if (sentAt >= deadline || (once && next === requests.length)) {
       socket.destroy()
       return
     }
     socket.write(requests[next])
-    next = next + 1 === requests.length ? 0 : next + 1
+    next = next + 1 === requests.length && !once ? 0 : next + 1
   }
 
   const complete = (status) => {

@@ -3,7 +3,9 @@ import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { parseEnv } from 'node:util'
 import { Type, type Static } from 'typebox'
+import { DPOP_ALGORITHMS, type DpopAlgorithm } from './dpop/proof.js'
 import type { ProxySettings } from './keys/http.js'
+import type { DpopMode } from './tokens/credentials.js'
 import { isLoopback } from './urls.js'
 
 /** Asymmetric JWS algorithms we can verify with a JWKS key. HS* and `none` are never allowed. */
@@ -32,6 +34,10 @@ const EnvSchema = Type.Object({
   AUTH0_TOKEN_PROFILE: Type.Enum(TOKEN_PROFILES, { default: 'auth0' }),
   AUTH0_MAX_TOKEN_AGE: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000 })),
   AUTH0_ALLOWED_CLIENTS: Type.Optional(Type.String()),
+  AUTH0_DPOP: Type.Enum(['allowed', 'required', 'disabled'], { default: 'allowed' }),
+  AUTH0_DPOP_ALGORITHMS: Type.String({ default: DPOP_ALGORITHMS.join(',') }),
+  AUTH0_DPOP_MAX_AGE: Type.Integer({ minimum: 1, maximum: 600, default: 60 }),
+  AUTH0_DPOP_REPLAY_CAPACITY: Type.Integer({ minimum: 1000, maximum: 10_000_000, default: 250_000 }),
   JWKS_TIMEOUT_MS: Type.Integer({ minimum: 50, maximum: 60_000, default: 5_000 }),
   JWKS_COOLDOWN_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
   JWKS_MAX_AGE_MS: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 600_000 }),
@@ -41,6 +47,7 @@ const EnvSchema = Type.Object({
   LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info' }),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
   PUBLIC_URL: Type.Optional(Type.String()),
+  TRUST_PROXY: Type.Optional(Type.String()),
   RESOURCE_NAME: Type.Optional(Type.String({ maxLength: 200, pattern: '^[^\\x00-\\x1f\\x7f]*$' })),
   // Outbound proxy for discovery and key fetches, as curl and undici read it (lower case wins).
   HTTPS_PROXY: Type.Optional(Type.String()),
@@ -70,6 +77,14 @@ export interface Config {
   maxTokenAgeSec: number | undefined
   /** Tokens must name one of these clients in `azp` or `client_id`; empty means any client. */
   allowedClients: string[]
+  dpop: {
+    mode: DpopMode
+    algorithms: DpopAlgorithm[]
+    /** How old a proof's `iat` may be, in seconds. */
+    maxAgeSec: number
+    /** How many proofs the replay store remembers at most. */
+    replayCapacity: number
+  }
   jwksTimeoutMs: number
   jwksCooldownMs: number
   /** The key set is fetched again once older than this; no verified token is trusted longer either. */
@@ -81,6 +96,8 @@ export interface Config {
   shutdownTimeoutMs: number
   /** The URL clients reach this API at (behind proxies and load balancers); enables RFC 9728 metadata. */
   publicUrl: string | undefined
+  /** Fastify's trustProxy: which peers' X-Forwarded-* headers are believed (none by default). */
+  trustProxy: boolean | string[]
   resourceName: string | undefined
   proxy: ProxySettings
 }
@@ -138,11 +155,17 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
     issuers,
     jwksUrl,
     audiences: audiences.length > 0 ? audiences : [DEV_AUDIENCE],
-    algorithms: parseAlgorithms(parsed.AUTH0_ALGORITHMS),
+    algorithms: parseList('AUTH0_ALGORITHMS', parsed.AUTH0_ALGORITHMS, SUPPORTED_ALGORITHMS),
     clockToleranceSec: parsed.AUTH0_CLOCK_TOLERANCE,
     tokenProfile: parsed.AUTH0_TOKEN_PROFILE,
     maxTokenAgeSec: parsed.AUTH0_MAX_TOKEN_AGE,
     allowedClients: splitList(parsed.AUTH0_ALLOWED_CLIENTS),
+    dpop: {
+      mode: parsed.AUTH0_DPOP as DpopMode,
+      algorithms: parseList('AUTH0_DPOP_ALGORITHMS', parsed.AUTH0_DPOP_ALGORITHMS, DPOP_ALGORITHMS),
+      maxAgeSec: parsed.AUTH0_DPOP_MAX_AGE,
+      replayCapacity: parsed.AUTH0_DPOP_REPLAY_CAPACITY,
+    },
     jwksTimeoutMs: parsed.JWKS_TIMEOUT_MS,
     jwksCooldownMs: parsed.JWKS_COOLDOWN_MS,
     jwksMaxAgeMs: parsed.JWKS_MAX_AGE_MS,
@@ -152,10 +175,11 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
     logLevel: parsed.LOG_LEVEL,
     shutdownTimeoutMs: parsed.SHUTDOWN_TIMEOUT_MS,
     publicUrl: parsed.PUBLIC_URL === undefined ? undefined : parsePublicUrl(parsed.PUBLIC_URL, production),
+    trustProxy: parseTrustProxy(parsed.TRUST_PROXY),
     resourceName: parsed.RESOURCE_NAME,
     proxy: {
-      httpsProxy: parseProxy('HTTPS_PROXY', parsed.https_proxy ?? parsed.HTTPS_PROXY),
-      httpProxy: parseProxy('HTTP_PROXY', parsed.http_proxy ?? parsed.HTTP_PROXY),
+      httpsProxy: parseProxy(parsed.https_proxy === undefined ? 'HTTPS_PROXY' : 'https_proxy', parsed.https_proxy ?? parsed.HTTPS_PROXY),
+      httpProxy: parseProxy(parsed.http_proxy === undefined ? 'HTTP_PROXY' : 'http_proxy', parsed.http_proxy ?? parsed.HTTP_PROXY),
       noProxy: parsed.no_proxy ?? parsed.NO_PROXY,
     },
   }
@@ -255,13 +279,32 @@ function parseProxy (variable: string, value: string | undefined): string | unde
   return value
 }
 
-function parseAlgorithms (value: string): Algorithm[] {
+/** A comma list of asymmetric algorithms, each one of `supported`; HS* and `none` never are. */
+function parseList<T extends string> (variable: string, value: string, supported: readonly T[]): T[] {
   const algorithms = splitList(value)
-  const unsupported = algorithms.find((alg) => !(SUPPORTED_ALGORITHMS as readonly string[]).includes(alg))
-  if (unsupported !== undefined || algorithms.length === 0) {
-    throw new ConfigError(`AUTH0_ALGORITHMS must list asymmetric algorithms from ${SUPPORTED_ALGORITHMS.join(', ')}`)
+  if (algorithms.length === 0 || !algorithms.every((alg) => (supported as readonly string[]).includes(alg))) {
+    throw new ConfigError(`${variable} must list asymmetric algorithms from ${supported.join(', ')}`)
   }
-  return algorithms as Algorithm[]
+  return algorithms as T[]
+}
+
+const PROXY_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+/** TRUST_PROXY: `true` (any peer: only behind a proxy that overwrites X-Forwarded-*), or addresses, CIDR ranges and proxy-addr's named ranges. */
+function parseTrustProxy (value: string | undefined): boolean | string[] {
+  if (value === undefined || value === 'true') {
+    return value === 'true'
+  }
+  const entries = splitList(value)
+  for (const entry of entries) {
+    const [address, prefix, ...rest] = entry.split('/')
+    const family = isIP(address!)
+    const validPrefix = prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 6 ? 128 : 32))
+    if (!PROXY_RANGES.has(entry) && (family === 0 || !validPrefix || rest.length > 0)) {
+      throw new ConfigError('TRUST_PROXY must be true, or a comma list of addresses, CIDR ranges, loopback, linklocal or uniquelocal')
+    }
+  }
+  return entries
 }
 
 function parseOrigins (value: string | undefined): string[] {

@@ -11,12 +11,14 @@ export const MintRequest = Type.Object({
   permissions: Type.Optional(Type.Array(Type.String({ maxLength: 200 }), { maxItems: 100 })),
   sub: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   expiresIn: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
+  /** Binds the token to this key (RFC 7638 thumbprint): the token can then only be used with DPoP proofs made with it. */
+  jkt: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' })),
 }, { additionalProperties: false })
 export type MintRequest = Static<typeof MintRequest>
 
 export const TokenResponse = Type.Object({
   access_token: Type.String(),
-  token_type: Type.Literal('Bearer'),
+  token_type: Type.Union([Type.Literal('Bearer'), Type.Literal('DPoP')]),
   expires_in: Type.Integer(),
 })
 export type TokenResponse = Static<typeof TokenResponse>
@@ -86,8 +88,10 @@ function mint (request: MintRequest, signer: { issuer: string, audience: string,
     jti: randomUUID(),
     ...(request.scope !== undefined && { scope: request.scope }),
     ...(request.permissions !== undefined && { permissions: request.permissions }),
+    ...(request.jkt !== undefined && { cnf: { jkt: request.jkt } }),
   }
-  return { access_token: signRs256({ kid: signer.kid, typ: 'at+jwt' }, payload, signer.privateKey), token_type: 'Bearer', expires_in: expiresIn }
+  const token = signRs256({ kid: signer.kid, typ: 'at+jwt' }, payload, signer.privateKey)
+  return { access_token: token, token_type: request.jkt === undefined ? 'Bearer' : 'DPoP', expires_in: expiresIn }
 }
 
 async function listenOnLoopback (server: Server): Promise<string> {

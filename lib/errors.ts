@@ -7,7 +7,9 @@ export type AuthErrorCode =
   | 'invalid_claims'
   | 'invalid_token'
   | 'insufficient_scope'
+  | 'invalid_dpop_proof'
   | 'jwks_unavailable'
+  | 'overloaded'
 
 /** The RFC 6750 `error` attribute each code puts in its challenge (`missing` adds none, §3.1). */
 const CHALLENGE_ERROR: Record<AuthErrorCode, string | undefined> = {
@@ -17,7 +19,9 @@ const CHALLENGE_ERROR: Record<AuthErrorCode, string | undefined> = {
   invalid_claims: 'invalid_token',
   invalid_token: 'invalid_token',
   insufficient_scope: 'insufficient_scope',
+  invalid_dpop_proof: 'invalid_dpop_proof',
   jwks_unavailable: undefined,
+  overloaded: undefined,
 }
 
 const STATUS: Record<AuthErrorCode, number> = {
@@ -27,19 +31,31 @@ const STATUS: Record<AuthErrorCode, number> = {
   invalid_claims: 401,
   invalid_token: 401,
   insufficient_scope: 403,
+  invalid_dpop_proof: 401,
   jwks_unavailable: 503,
+  overloaded: 503,
 }
 
-/** Codes whose answer depends on the token alone; `permanent: false` marks the exceptions (nbf, an unknown key). */
+/**
+ * Codes whose answer depends on the token alone; `permanent: false` marks the exceptions (nbf, an unknown
+ * key). A proof is checked per request and never remembered.
+ */
 const PERMANENT = new Set<AuthErrorCode>(['token_expired', 'invalid_claims', 'invalid_token'])
 
-/** What a 401/403 challenge tells the client besides the error: where it is, and what it should ask for. */
+/** The authentication schemes of RFC 6750 and RFC 9449. */
+export type Scheme = 'Bearer' | 'DPoP'
+
+/** What a 401/403 challenge tells the client besides the error: where it is, and what it should send. */
 export interface ChallengeParams {
   realm: string
   /** The route's scopes: named in every challenge of the route, so a client knows what to ask for. */
   scopes?: readonly string[] | undefined
   /** RFC 9728: the URL of this resource's protected-resource metadata. */
   resourceMetadata?: string | undefined
+  /** The schemes this API accepts, in the order it offers them. */
+  schemes?: readonly Scheme[]
+  /** The proof algorithms a DPoP challenge offers (`algs`). */
+  dpopAlgorithms?: readonly string[]
 }
 
 const DEFAULT_CHALLENGE: ChallengeParams = { realm: 'api' }
@@ -64,18 +80,18 @@ export class AuthError extends Error {
   /** The same token will always get this answer (a bad signature, an expiry), so it may be remembered. */
   readonly permanent: boolean
 
-  constructor (readonly code: AuthErrorCode, message: string, readonly details: AuthErrorDetails = {}, challengeParams = DEFAULT_CHALLENGE) {
+  constructor (readonly code: AuthErrorCode, message: string, readonly details: AuthErrorDetails = {}, challengeParams = DEFAULT_CHALLENGE, scheme: Scheme = 'Bearer') {
     super(message)
     this.statusCode = STATUS[code]
     this.permanent = details.permanent ?? PERMANENT.has(code)
     this.headers = this.statusCode === 503
       ? { 'retry-after': String(details.retryAfterSec ?? 1) }
-      : { 'www-authenticate': challenge(code, message, { ...challengeParams, scopes: challengeParams.scopes ?? details.scopes }) }
+      : { 'www-authenticate': challenge(code, message, { ...challengeParams, scopes: details.scopes ?? challengeParams.scopes }, scheme) }
   }
 
-  /** This answer with the challenge of a route or an app (made once per route: see `Answers`). */
-  withChallenge (params: ChallengeParams): AuthError {
-    return new AuthError(this.code, this.message, this.details, params)
+  /** This answer as a route or an app states it to a request that used `scheme` (made once: see `Answers`). */
+  withChallenge (params: ChallengeParams, scheme: Scheme): AuthError {
+    return new AuthError(this.code, this.message, this.details, params, scheme)
   }
 
   /** Fastify's own error shape, plus our lower snake case `code`. */
@@ -90,29 +106,48 @@ export class AuthError extends Error {
  * and passes through.
  */
 export class Answers {
-  readonly #byError = new Map<AuthError, AuthError>()
+  readonly #byScheme = { Bearer: new Map<AuthError, AuthError>(), DPoP: new Map<AuthError, AuthError>() }
 
   constructor (readonly params: ChallengeParams) {}
 
-  for (error: AuthError): AuthError {
+  for (error: AuthError, scheme: Scheme): AuthError {
     if (error.statusCode === 503) {
       return error
     }
-    let answer = this.#byError.get(error)
+    const answers = this.#byScheme[scheme]
+    let answer = answers.get(error)
     if (answer === undefined) {
-      answer = error.withChallenge(this.params)
-      this.#byError.set(error, answer)
+      answer = error.withChallenge(this.params, scheme)
+      answers.set(error, answer)
     }
     return answer
   }
 }
 
-function challenge (code: AuthErrorCode, description: string, { realm, scopes, resourceMetadata }: ChallengeParams): string {
+/**
+ * The `WWW-Authenticate` value: with no error, a challenge for every accepted scheme (one header, so that
+ * none overwrites another); with one, the challenge of the scheme the request used (or the first accepted,
+ * if it used another) carrying the error.
+ */
+function challenge (code: AuthErrorCode, description: string, params: ChallengeParams, scheme: Scheme): string {
+  const accepted = params.schemes ?? ['Bearer']
   const error = CHALLENGE_ERROR[code]
-  return [
-    `Bearer realm="${realm}"`,
-    ...(error === undefined ? [] : [`error="${error}"`, `error_description="${description}"`]),
-    ...(scopes === undefined ? [] : [`scope="${scopes.join(' ')}"`]),
-    ...(resourceMetadata === undefined ? [] : [`resource_metadata="${resourceMetadata}"`]),
-  ].join(', ')
+  if (error === undefined) {
+    return accepted.map((offered) => schemeChallenge(offered, [], params)).join(', ')
+  }
+  const used = code === 'invalid_dpop_proof' ? 'DPoP' : scheme
+  return schemeChallenge(accepted.includes(used) ? used : accepted[0]!, [`error="${error}"`, `error_description="${description}"`], params)
+}
+
+function schemeChallenge (scheme: Scheme, errorAttributes: string[], { realm, scopes, resourceMetadata, dpopAlgorithms }: ChallengeParams): string {
+  const attributes = scheme === 'Bearer'
+    ? [`realm="${realm}"`, ...errorAttributes]
+    : [...errorAttributes, `algs="${dpopAlgorithms?.join(' ')}"`]
+  if (scopes !== undefined) {
+    attributes.push(`scope="${scopes.join(' ')}"`)
+  }
+  if (resourceMetadata !== undefined) {
+    attributes.push(`resource_metadata="${resourceMetadata}"`)
+  }
+  return `${scheme} ${attributes.join(', ')}`
 }

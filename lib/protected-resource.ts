@@ -20,15 +20,18 @@ export interface ResourceDescription {
   authorizationServers: readonly string[]
   scopes: readonly string[]
   resourceName?: string | undefined
+  /** DPoP, unless disabled: the proof algorithms accepted, and whether bound tokens are required. */
+  dpop?: { algorithms: readonly string[], required: boolean } | undefined
 }
 
 /** The RFC 9728 §2 document; members with no value are left out. */
-export function metadataDocument ({ resource, authorizationServers, scopes, resourceName }: ResourceDescription): Record<string, unknown> {
+export function metadataDocument ({ resource, authorizationServers, scopes, resourceName, dpop }: ResourceDescription): Record<string, unknown> {
   return {
     resource,
     authorization_servers: authorizationServers,
     ...(scopes.length > 0 && { scopes_supported: [...new Set(scopes)].sort() }),
     bearer_methods_supported: ['header'],
     ...(resourceName !== undefined && { resource_name: resourceName }),
+    ...(dpop !== undefined && { dpop_signing_alg_values_supported: dpop.algorithms, dpop_bound_access_tokens_required: dpop.required }),
   }
 }

@@ -2,11 +2,14 @@ import fastifyJwt, { type TokenOrHeader } from '@fastify/jwt'
 import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { hash } from 'node:crypto'
-import { Answers, AuthError } from '../lib/errors.js'
+import { tokenBinding, type TokenBinding } from '../lib/dpop/binding.js'
+import { ProofChecker } from '../lib/dpop/proof.js'
+import { ReplayStore } from '../lib/dpop/replay-store.js'
+import { Answers, AuthError, type ChallengeParams } from '../lib/errors.js'
 import type { TokenHeader } from '../lib/keys/key-source.js'
 import { metadataLocation } from '../lib/protected-resource.js'
 import { checkClaims, checkTokenType, trustedUntilMs, UNTRUSTED_ISSUER, type AccessTokenClaims, type ClaimRules } from '../lib/tokens/claims.js'
-import { bearerToken, HEADER_MISSING } from '../lib/tokens/credentials.js'
+import { acceptedSchemes, claimedScheme, HEADER_MISSING, parseCredentials, type Credentials } from '../lib/tokens/credentials.js'
 import { OutcomeCache } from '../lib/tokens/outcome-cache.js'
 import { grantedScopes, isSatisfied, routePolicy, type RouteAuth, type RoutePolicy } from '../lib/tokens/scopes.js'
 import { toAuthError } from '../lib/tokens/token-errors.js'
@@ -14,6 +17,8 @@ import { toAuthError } from '../lib/tokens/token-errors.js'
 interface VerifiedToken {
   claims: AccessTokenClaims
   scopes: ReadonlySet<string>
+  /** For a DPoP-bound token sent as DPoP: what each request's proof must match. */
+  binding: TokenBinding | undefined
 }
 
 // An entry weighs 1.3 to 5 times its token once the claims are parsed (the more permissions, the more):
@@ -23,11 +28,15 @@ const VERIFIED_TOKENS_MAX_BYTES = 8 * 1024 * 1024
 // A rejection keeps a hash and a shared error: counting entries is enough.
 const REJECTED_TOKENS_MAX = 1_000
 const REALM = 'api'
+// A Bearer request that carries a proof is ambiguous: refused rather than guessed at (RFC 9449 §7.2).
+const STRAY_PROOF = new AuthError('invalid_header', 'A Bearer token must not come with a DPoP proof: send a DPoP-bound token as Authorization: DPoP')
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Verifies the request's bearer token and sets `request.user`, or throws the contract's AuthError. */
+    /** Verifies the request's token (and DPoP proof) and sets `request.user`, or throws the contract's AuthError. */
     authenticate: (request: FastifyRequest) => Promise<void>
+    /** Checks the request's DPoP proof made without an access token (a token endpoint's); returns its key's thumbprint. */
+    checkDpopProof: (request: FastifyRequest) => string
     /** What each protected route asks of a token, by `METHOD url`: read by the docs and the RFC 9728 metadata. */
     authPolicies: ReadonlyMap<string, RoutePolicy>
   }
@@ -47,13 +56,18 @@ declare module '@fastify/jwt' {
 }
 
 /**
- * Bearer-token authentication with @fastify/jwt, keys from the trusted issuers. A route asks for it in its
+ * Access-token authentication (Bearer, and DPoP-bound tokens with their proofs) with @fastify/jwt, keys
+ * from the trusted issuers. A route asks for it in its
  * config (`config: { auth: { scopes: ['read:messages'] } }`) and this plugin attaches one onRequest hook
  * to it that authenticates and, when the route names scopes, checks them. `app.authenticate` does the
  * first half for routes that want to decide for themselves.
  */
 export default fp(async function auth (app) {
   const { config, issuers } = app
+  const { mode: dpopMode } = config.dpop
+  // The token of the request being verified, for @fastify/jwt (whose own parser reads `Basic x` as a
+  // missing header, `Bearer a b` as a 400, and knows no DPoP scheme).
+  const tokens = new WeakMap<FastifyRequest, string>()
   await app.register(fastifyJwt, {
     // Verify-only. The token's own `iss` picks among the configured issuers (an exact match, or no key at
     // all), its kid and alg pick the key; its `typ` must be an access token's, before anything is fetched.
@@ -72,8 +86,7 @@ export default fp(async function auth (app) {
     verify: {
       algorithms: config.algorithms,
       clockTolerance: config.clockToleranceSec * 1000,
-      // Our parser, not @fastify/jwt's: it reads `Basic x` as a missing header and `Bearer a b` as a 400.
-      extractToken: (request) => bearerToken(request.headers.authorization),
+      extractToken: (request) => tokens.get(request),
     },
   })
 
@@ -93,6 +106,27 @@ export default fp(async function auth (app) {
   const verified = new OutcomeCache<VerifiedToken>(VERIFIED_TOKENS_MAX, VERIFIED_TOKENS_MAX_BYTES)
   const rejected = new OutcomeCache<AuthError>(REJECTED_TOKENS_MAX)
   const resourceMetadata = config.publicUrl === undefined ? undefined : metadataLocation(config.publicUrl).url
+  const challenge: ChallengeParams = {
+    realm: REALM,
+    resourceMetadata,
+    schemes: acceptedSchemes(dpopMode),
+    ...(dpopMode !== 'disabled' && { dpopAlgorithms: config.dpop.algorithms }),
+  }
+  const proofs = new ProofChecker({
+    algorithms: config.dpop.algorithms,
+    maxAgeSec: config.dpop.maxAgeSec,
+    clockToleranceSec: config.clockToleranceSec,
+    // A proof passes the iat check for maxAge + tolerance after it is made: remembered that long.
+    replays: new ReplayStore(config.dpop.replayCapacity, (config.dpop.maxAgeSec + 2 * config.clockToleranceSec) * 1000),
+  })
+  // Where proofs say the request went: PUBLIC_URL when set, else the request's own scheme and host
+  // (X-Forwarded-* only from the peers TRUST_PROXY names).
+  const publicOrigin = config.publicUrl?.replace(/\/$/, '')
+  function requestUrl (request: FastifyRequest): string {
+    const { url } = request
+    const query = url.indexOf('?')
+    return `${publicOrigin ?? `${request.protocol}://${request.host}`}${query === -1 ? url : url.slice(0, query)}`
+  }
 
   /**
    * The token's outcome: from memory when it is known (no promise, no await), else its verification.
@@ -109,22 +143,31 @@ export default fp(async function auth (app) {
     const version = issuers.version
     const known = verified.get(key, now, version)
     if (known !== undefined) {
+      checkProof(request, known.binding, now)
       return known
     }
     const failure = rejected.get(key, now, version)
     if (failure !== undefined) {
       throw failure
     }
-    bearerToken(authorization) // a malformed header is refused before anything is verified or remembered
-    return verifyNew(request, { key, now, version, bytes: authorization.length })
+    // A header or scheme that is not accepted is refused before anything is verified or remembered.
+    const credentials = parseCredentials(authorization, dpopMode)
+    return verifyNew(request, credentials, { key, now, version, bytes: authorization.length })
   }
 
-  async function verifyNew (request: FastifyRequest, entry: { key: string, now: number, version: number, bytes: number }): Promise<VerifiedToken> {
+  async function verifyNew (request: FastifyRequest, credentials: Credentials, entry: { key: string, now: number, version: number, bytes: number }): Promise<VerifiedToken> {
     const { key, now, version, bytes } = entry
     try {
+      if (credentials.scheme === 'Bearer') {
+        checkProof(request, undefined, now)
+      }
+      tokens.set(request, credentials.token)
       const claims = checkClaims(await request.jwtVerify<Record<string, unknown>>(), rules, now / 1000)
-      const result = { claims, scopes: grantedScopes(claims) }
+      const result = { claims, scopes: grantedScopes(claims), binding: tokenBinding(claims, credentials.scheme, credentials.token, dpopMode) }
       verified.set(key, result, Math.min(trustedUntilMs(claims, rules), now + outcomeMaxAgeMs), version, now, bytes)
+      if (result.binding !== undefined) {
+        checkProof(request, result.binding, now)
+      }
       return result
     } catch (error) {
       const authError = toAuthError(error)
@@ -135,13 +178,25 @@ export default fp(async function auth (app) {
     }
   }
 
-  const appAnswers = new Answers({ realm: REALM, resourceMetadata })
+  /** Per request: a DPoP-bound token's proof, or no proof at all beside a bearer token (DPoP disabled: ignored). */
+  function checkProof (request: FastifyRequest, binding: TokenBinding | undefined, now: number): void {
+    if (binding !== undefined) {
+      proofs.check(request.headers.dpop as string | undefined, { method: request.method, url: requestUrl(request), accessTokenHash: binding.ath, jkt: binding.jkt }, now)
+    } else if (dpopMode !== 'disabled' && request.headers.dpop !== undefined) {
+      throw STRAY_PROOF
+    }
+  }
+
+  app.decorate('checkDpopProof', (request: FastifyRequest) =>
+    proofs.check(request.headers.dpop as string | undefined, { method: request.method, url: requestUrl(request) }, Date.now()))
+
+  const appAnswers = new Answers(challenge)
   async function authenticate (request: FastifyRequest): Promise<void> {
     try {
       request.user = (await verify(request)).claims
     } catch (error) {
       forget(request)
-      throw answered(appAnswers, error)
+      throw answered(appAnswers, error, request)
     }
   }
   app.decorate('authenticate', authenticate)
@@ -164,15 +219,15 @@ export default fp(async function auth (app) {
 
   function guard ({ optional, requirement }: RoutePolicy): onRequestHookHandler {
     // The route's own challenges: with RFC 9728 metadata, a 401 names the scopes the route wants too.
-    const answers = new Answers({ realm: REALM, resourceMetadata, scopes: resourceMetadata === undefined ? undefined : requirement?.scopes })
-    const denied = requirement && answers.for(new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes }))
+    const answers = new Answers({ ...challenge, scopes: resourceMetadata === undefined ? undefined : requirement?.scopes })
+    const denied = requirement && new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
     function admit (request: FastifyRequest, { claims, scopes }: VerifiedToken): AuthError | undefined {
       request.user = claims // kept on a 403: the caller is authenticated, and onResponse hooks may log who it was
-      return requirement === undefined || isSatisfied(requirement, scopes) ? undefined : denied
+      return requirement === undefined || isSatisfied(requirement, scopes) ? undefined : answered(answers, denied, request) as AuthError
     }
     function refuse (request: FastifyRequest, error: unknown, done: (error?: Error) => void): void {
       forget(request)
-      done(answered(answers, error) as Error)
+      done(answered(answers, error, request) as Error)
     }
     return function authenticateRequest (request, _reply, done) {
       if (optional && request.headers.authorization === undefined) {
@@ -193,9 +248,12 @@ export default fp(async function auth (app) {
   }
 }, { name: 'auth', dependencies: ['config', 'issuers'] })
 
-/** A refusal as this route or app states it; anything that is not an AuthError is a bug and goes on as it is. */
-function answered (answers: Answers, error: unknown): unknown {
-  return error instanceof AuthError ? answers.for(error) : error
+/**
+ * A refusal as this route or app states it to the scheme the request claimed; anything that is not an
+ * AuthError is a bug and goes on as it is.
+ */
+function answered (answers: Answers, error: unknown, request: FastifyRequest): unknown {
+  return error instanceof AuthError ? answers.for(error, claimedScheme(request.headers.authorization)) : error
 }
 
 /** Leaves no rejected claims behind: @fastify/jwt sets request.user before our claim check. */

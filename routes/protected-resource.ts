@@ -8,6 +8,8 @@ const Metadata = Type.Object({
   scopes_supported: Type.Optional(Type.Array(Type.String())),
   bearer_methods_supported: Type.Array(Type.String()),
   resource_name: Type.Optional(Type.String()),
+  dpop_signing_alg_values_supported: Type.Optional(Type.Array(Type.String())),
+  dpop_bound_access_tokens_required: Type.Optional(Type.Boolean()),
 })
 
 /**
@@ -30,6 +32,7 @@ export default async function protectedResource (app: FastifyInstance) {
         authorizationServers: app.issuers.identifiers,
         scopes: [...app.authPolicies.values()].flatMap((policy) => policy.requirement?.scopes ?? []),
         resourceName: config.resourceName,
+        dpop: config.dpop.mode === 'disabled' ? undefined : { algorithms: config.dpop.algorithms, required: config.dpop.mode === 'required' },
       })
       return document
     })

@@ -15,6 +15,7 @@ t.test('defaults: the dev issuer, on 127.0.0.1:3000', async (t) => {
     tokenProfile: 'auth0',
     maxTokenAgeSec: undefined,
     allowedClients: [],
+    dpop: { mode: 'allowed', algorithms: ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'EdDSA'], maxAgeSec: 60, replayCapacity: 250_000 },
     jwksTimeoutMs: 5000,
     jwksCooldownMs: 30_000,
     jwksMaxAgeMs: 600_000,
@@ -24,6 +25,7 @@ t.test('defaults: the dev issuer, on 127.0.0.1:3000', async (t) => {
     logLevel: 'info',
     shutdownTimeoutMs: 10_000,
     publicUrl: undefined,
+    trustProxy: false,
     resourceName: undefined,
     proxy: { httpsProxy: undefined, httpProxy: undefined, noProxy: undefined },
   })
@@ -66,7 +68,12 @@ t.test('every variable is read and converted', async (t) => {
     AUTH0_TOKEN_PROFILE: 'rfc9068',
     AUTH0_MAX_TOKEN_AGE: '3600',
     AUTH0_ALLOWED_CLIENTS: 'client-a, client-b',
+    AUTH0_DPOP: 'required',
+    AUTH0_DPOP_ALGORITHMS: 'ES256,EdDSA',
+    AUTH0_DPOP_MAX_AGE: '30',
+    AUTH0_DPOP_REPLAY_CAPACITY: '50000',
     PUBLIC_URL: 'https://api.example.com/v1',
+    TRUST_PROXY: '10.0.0.0/8, loopback, ::1',
     RESOURCE_NAME: 'Example API',
     HTTPS_PROXY: 'http://user:secret@proxy.internal:3128',
     http_proxy: 'http://proxy.internal:3128',
@@ -83,6 +90,7 @@ t.test('every variable is read and converted', async (t) => {
     tokenProfile: 'rfc9068',
     maxTokenAgeSec: 3600,
     allowedClients: ['client-a', 'client-b'],
+    dpop: { mode: 'required', algorithms: ['ES256', 'EdDSA'], maxAgeSec: 30, replayCapacity: 50_000 },
     jwksTimeoutMs: 2500,
     jwksCooldownMs: 1000,
     jwksMaxAgeMs: 60_000,
@@ -92,6 +100,7 @@ t.test('every variable is read and converted', async (t) => {
     logLevel: 'warn',
     shutdownTimeoutMs: 20_000,
     publicUrl: 'https://api.example.com/v1',
+    trustProxy: ['10.0.0.0/8', 'loopback', '::1'],
     resourceName: 'Example API',
     proxy: { httpsProxy: 'http://user:secret@proxy.internal:3128', httpProxy: 'http://proxy.internal:3128', noProxy: 'localhost,.internal' },
   })
@@ -102,6 +111,8 @@ t.test('several issuers: comma lists of domains or issuer URLs', async (t) => {
   t.same(loadConfig({ AUTH0_ISSUER_URL: 'https://a.example/,https://sso.example/realms/main', AUTH0_AUDIENCE: 'a' }).issuers, ['https://a.example/', 'https://sso.example/realms/main'])
   t.equal(loadConfig({ PUBLIC_URL: 'http://localhost:3000' }).publicUrl, 'http://localhost:3000', 'PUBLIC_URL is kept exactly; loopback http outside production')
   t.equal(loadConfig({ https_proxy: 'http://lower.internal:3128', HTTPS_PROXY: 'http://upper.internal:3128' }).proxy.httpsProxy, 'http://lower.internal:3128', 'lower case wins, as in undici and curl')
+  t.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true, 'TRUST_PROXY=true believes any peer')
+  t.same(loadConfig({ TRUST_PROXY: 'fd00::/8' }).trustProxy, ['fd00::/8'])
 })
 
 t.test('empty values count as unset', async (t) => {
@@ -180,8 +191,17 @@ t.test('each mistake is one line naming the variable', async (t) => {
     [{ RESOURCE_NAME: 'x'.repeat(201) }, /^RESOURCE_NAME must NOT have more than 200 characters$/],
     [{ RESOURCE_NAME: 'line\nbreak' }, /^RESOURCE_NAME must match pattern/],
     [{ HTTPS_PROXY: 'proxy.internal:3128' }, /^HTTPS_PROXY must be an http or https URL/],
-    [{ http_proxy: 'socks5://proxy.internal' }, /^HTTP_PROXY must be an http or https URL/],
+    [{ http_proxy: 'socks5://proxy.internal' }, /^http_proxy must be an http or https URL/],
     [{ HTTP_PROXY: 'not a url' }, /^HTTP_PROXY must be an http or https URL/],
+    [{ AUTH0_DPOP: 'sometimes' }, /^AUTH0_DPOP must be one of allowed, required, disabled$/],
+    [{ AUTH0_DPOP_ALGORITHMS: 'ES256,HS256' }, /^AUTH0_DPOP_ALGORITHMS must list asymmetric algorithms from ES256, ES384, ES512, PS256, PS384, PS512, RS256, EdDSA$/],
+    [{ AUTH0_DPOP_ALGORITHMS: 'none' }, /^AUTH0_DPOP_ALGORITHMS must list/],
+    [{ AUTH0_DPOP_MAX_AGE: '0' }, /^AUTH0_DPOP_MAX_AGE must be >= 1$/],
+    [{ AUTH0_DPOP_REPLAY_CAPACITY: '10' }, /^AUTH0_DPOP_REPLAY_CAPACITY must be >= 1000$/],
+    [{ TRUST_PROXY: 'proxy.internal' }, /^TRUST_PROXY must be true, or a comma list of addresses/],
+    [{ TRUST_PROXY: '10.0.0.0/33' }, /^TRUST_PROXY must be/],
+    [{ TRUST_PROXY: '10.0.0.1/8/1' }, /^TRUST_PROXY must be/],
+    [{ TRUST_PROXY: '2' }, /^TRUST_PROXY must be/],
   ]
   for (const [env, message] of mistakes) {
     t.throws(() => loadConfig(env), ConfigError, JSON.stringify(env))

@@ -5,68 +5,14 @@
 // The issuer is the service's own dev issuer (compiled, from dist/): real RSA keys, a JWKS over HTTP on
 // 127.0.0.1, and tokens minted in this process. The service reads the key set through a relay here
 // (AUTH0_JWKS_URL) that can hold fetches back, so that requests can be kept under way across a shutdown.
-import { execFile } from 'node:child_process'
 import http from 'node:http'
-import { createServer } from 'node:net'
-import { promisify } from 'node:util'
 import { startDevIssuer } from '../dist/lib/dev-issuer.js'
+import { buildImage, check, checkRoutes, freePort, get, podman, report, waitUntil } from './helpers/podman.mjs'
 
 const IMAGE = 'localhost/api-authz:container-test'
 const NAME = `api-authz-test-${process.pid}`
 const AUDIENCE = 'https://api.container.test'
 const GRACE_SECONDS = 10
-
-let passed = 0
-let failed = 0
-function check (ok, what, detail = '') {
-  if (ok) passed++
-  else failed++
-  console.log(`${ok ? 'ok    ' : 'FAILED'} ${what}${detail ? ` (${detail})` : ''}`)
-  return ok
-}
-
-const exec = promisify(execFile)
-async function podman (...args) {
-  try {
-    const { stdout, stderr } = await exec('podman', args, { maxBuffer: 64 * 1024 * 1024 })
-    return { code: 0, stdout: stdout.trim(), stderr: withoutPodmanNoise(stderr) }
-  } catch (error) {
-    return { code: error.code ?? 1, stdout: String(error.stdout ?? '').trim(), stderr: withoutPodmanNoise(String(error.stderr ?? '')) }
-  }
-}
-
-// This machine has no systemd to schedule health checks: podman says so on every run. Not ours.
-function withoutPodmanNoise (text) {
-  return text.split('\n').filter((line) => line && !line.includes('systemd')).join('\n')
-}
-
-async function freePort () {
-  const server = createServer()
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
-
-/** One GET on a connection of its own; resolves with the status, or with the error. */
-function get (port, path, token) {
-  return new Promise((resolve) => {
-    const request = http.get({ host: '127.0.0.1', port, path, agent: false, headers: token ? { authorization: `Bearer ${token}` } : {} }, (response) => {
-      response.resume()
-      response.on('end', () => resolve({ status: response.statusCode }))
-    })
-    request.on('error', (error) => resolve({ error }))
-  })
-}
-
-async function waitUntil (predicate, timeoutMs) {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await predicate()) return true
-    await new Promise((resolve) => setTimeout(resolve, 200))
-  }
-  return false
-}
 
 const issuer = await startDevIssuer(AUDIENCE)
 const HOLD_MS = 2000
@@ -91,8 +37,7 @@ function withUnknownKid (token) {
 }
 
 try {
-  const build = await podman('build', '--format', 'docker', '-t', IMAGE, '.')
-  if (!check(build.code === 0, 'the image builds', build.code === 0 ? '' : build.stderr.slice(-2000))) throw new Error('no image')
+  await buildImage(IMAGE)
 
   const [ours, base] = await Promise.all([IMAGE, 'docker.io/library/node:24-bookworm-slim'].map(async (image) =>
     Number((await podman('image', 'inspect', '--format', '{{.Size}}', image)).stdout)))
@@ -119,14 +64,7 @@ try {
   check(await waitUntil(async () => (await get(port, '/ready')).status === 200, 20_000), '/ready turns 200 once the issuer\'s keys are loaded')
   const plain = issuer.mint({}).access_token
   const scoped = issuer.mint({ scope: 'read:messages' }).access_token
-  const expectations = [
-    ['/api/public', undefined, 200], ['/api/private', undefined, 401], ['/api/private', plain, 200], ['/api/private', `${plain}x`, 401],
-    ['/api/private-scoped', plain, 403], ['/api/private-scoped', scoped, 200], ['/health', undefined, 200],
-  ]
-  for (const [path, token, status] of expectations) {
-    const response = await get(port, path, token)
-    check(response.status === status, `${path} ${token ? 'with a token' : 'without a token'} answers ${status}`, `got ${response.status ?? response.error?.code}`)
-  }
+  await checkRoutes(port, plain, scoped)
 
   const uid = await podman('exec', NAME, 'id', '-u')
   check(uid.stdout !== '' && uid.stdout !== '0', 'the process runs as non-root', `uid ${uid.stdout}`)
@@ -186,6 +124,5 @@ try {
   relay.closeAllConnections()
   relay.close()
   await issuer.close()
-  console.log(`${passed} passed, ${failed} failed`)
-  process.exitCode = failed === 0 ? 0 : 1
+  report()
 }

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import t from 'tap'
-import { bearerToken } from '../lib/tokens/credentials.js'
+import { parseCredentials } from '../lib/tokens/credentials.js'
 import { loadConfig } from '../lib/config.js'
 import { loggingOptions } from '../lib/logging.js'
 import { OutcomeCache } from '../lib/tokens/outcome-cache.js'
@@ -12,14 +12,17 @@ import { checkClaims, trustedUntilMs } from '../lib/tokens/claims.js'
 import { jwksUriOf, metadataUrls } from '../lib/keys/discovery.js'
 import { describeFailure, FetchError } from '../lib/keys/http.js'
 
-t.test('bearerToken follows RFC 6750 §2.1', async (t) => {
-  t.equal(bearerToken('Bearer abc.DEF-_~+/.x=='), 'abc.DEF-_~+/.x==')
-  t.equal(bearerToken('bearer a.b.c'), 'a.b.c', 'the scheme is case-insensitive')
-  t.equal(bearerToken('BEARER   a.b.c  '), 'a.b.c', 'extra spaces around the token')
-  for (const header of ['', 'Bearer', 'Bearer ', 'Basic a.b.c', 'Bearera.b.c', 'Bearer a.b.c d', 'Bearer a"b', 'Bearer a=b', 'Bearer\ta.b.c', 'Token a.b.c']) {
-    t.throws(() => bearerToken(header), { code: 'invalid_header' }, JSON.stringify(header))
+t.test('credentials follow RFC 6750 §2.1 and RFC 9449 §7.1, as the DPoP mode allows', async (t) => {
+  t.same(parseCredentials('Bearer abc.DEF-_~+/.x==', 'allowed'), { scheme: 'Bearer', token: 'abc.DEF-_~+/.x==' })
+  t.same(parseCredentials('bearer a.b.c', 'disabled'), { scheme: 'Bearer', token: 'a.b.c' }, 'the scheme is case-insensitive')
+  t.same(parseCredentials('BEARER   a.b.c  ', 'allowed'), { scheme: 'Bearer', token: 'a.b.c' }, 'extra spaces around the token')
+  t.same(parseCredentials('dpop a.b.c', 'required'), { scheme: 'DPoP', token: 'a.b.c' })
+  for (const header of ['', 'Bearer', 'Bearer ', 'Basic a.b.c', 'Bearera.b.c', 'Bearer a.b.c d', 'Bearer a"b', 'Bearer a=b', 'Bearer\ta.b.c', 'Token a.b.c', 'DPoP', 'DPoPa.b.c']) {
+    t.throws(() => parseCredentials(header, 'allowed'), { code: 'invalid_header', message: 'Authorization header must be Bearer or DPoP followed by one token' }, JSON.stringify(header))
   }
-  t.throws(() => bearerToken(undefined), { code: 'authorization_header_missing' })
+  t.throws(() => parseCredentials('DPoP a.b.c', 'disabled'), { code: 'invalid_header', message: 'Authorization header must be Bearer followed by one token' })
+  t.throws(() => parseCredentials('Bearer a.b.c', 'required'), { code: 'invalid_header', message: /DPoP-bound tokens only/ })
+  t.throws(() => parseCredentials(undefined, 'allowed'), { code: 'authorization_header_missing' })
 })
 
 t.test('scopes from the scope string and the permissions array', async (t) => {

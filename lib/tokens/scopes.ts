@@ -26,15 +26,14 @@ export function routePolicy (auth: RouteAuth, route: string): RoutePolicy {
   if (auth === true || auth === 'optional') {
     return { optional: auth === 'optional', requirement: undefined }
   }
-  const scopes = auth?.scopes
-  const requirement: ScopeRequirement = Array.isArray(scopes)
-    ? { match: 'all', scopes }
-    : { match: 'any', scopes: (scopes as { anyOf?: readonly string[] } | undefined)?.anyOf ?? [] }
-  if (!Array.isArray(requirement.scopes) || requirement.scopes.length === 0 ||
-      !requirement.scopes.every((scope) => typeof scope === 'string' && SCOPE_TOKEN.test(scope))) {
+  const stated = auth?.scopes
+  const list: unknown = Array.isArray(stated) ? stated : (stated as { anyOf?: unknown } | undefined)?.anyOf
+  // A dense copy: every() skips the holes of a sparse array, which would then require nothing.
+  const scopes: unknown[] = Array.isArray(list) ? Array.from(list) : []
+  if (scopes.length === 0 || !scopes.every((scope) => typeof scope === 'string' && SCOPE_TOKEN.test(scope))) {
     throw new TypeError(`${route}: config.auth must be true, 'optional', { scopes: ['scope', ...] } or { scopes: { anyOf: ['scope', ...] } } with scope names free of spaces and quotes`)
   }
-  return { optional: false, requirement }
+  return { optional: false, requirement: { match: Array.isArray(stated) ? 'all' : 'any', scopes: scopes as string[] } }
 }
 
 /**

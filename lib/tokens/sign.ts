@@ -1,6 +1,7 @@
 import { sign, type KeyObject } from 'node:crypto'
 
-function encodeSegment (value: object): string {
+/** A JOSE header or payload, as a base64url JSON segment. */
+export function encodeSegment (value: object): string {
   return Buffer.from(JSON.stringify(value)).toString('base64url')
 }
 
