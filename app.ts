@@ -1,8 +1,9 @@
 import autoload from '@fastify/autoload'
 import fp from 'fastify-plugin'
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import { STATUS_CODES } from 'node:http'
+import Fastify, { type FastifyError, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
+import { STATUS_CODES, type Server } from 'node:http'
 import { join } from 'node:path'
+import type { Duplex } from 'node:stream'
 import type { Config } from './lib/config.js'
 import { AuthError } from './lib/errors.js'
 import { loggingOptions } from './lib/logging.js'
@@ -40,17 +41,43 @@ export async function buildServer (config: Config): Promise<FastifyInstance> {
   return server
 }
 
-function serverOptions (config: Config): FastifyServerOptions {
+function serverOptions (config: Config): FastifyHttpOptions<Server> {
   return {
     ...loggingOptions(config, process.stdout.isTTY),
     // Nothing here takes large bodies; a client that sends one gets a 413.
     bodyLimit: 64 * 1024,
-    // A client that trickles its request is cut off instead of holding a socket.
-    requestTimeout: 30_000,
+    // Every limit finite: a client that trickles its headers or its request is cut off instead of holding a
+    // socket (Node checks both every second), and idle keep-alive connections end.
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    http: {
+      headersTimeout: config.headersTimeoutMs,
+      connectionsCheckingInterval: 1000,
+      maxHeaderSize: config.maxHeaderSize,
+      // Two Authorization (or DPoP) headers arrive joined by a comma, which no credentials parser accepts:
+      // one fixed answer, 401 invalid_header, before any key is fetched (Envoy's CVE-2025-64527 was a crash there).
+      joinDuplicateHeaders: true,
+    },
     // While shutting down, a request that still reaches us on an open connection is served (with
     // `Connection: close`) rather than refused: nothing already sent to this replica fails.
     return503OnClosing: false,
     // X-Forwarded-* (scheme and host, as DPoP proofs name them) only from the proxies TRUST_PROXY names.
     trustProxy: config.trustProxy,
+    // Node's own answers to broken requests (431, 408, 400), in the service's error shape.
+    clientErrorHandler,
   }
+}
+
+const CLIENT_ERRORS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, ERR_HTTP_REQUEST_TIMEOUT: 408 }
+
+function clientErrorHandler (error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) {
+    return
+  }
+  if (socket.writable) {
+    const statusCode = CLIENT_ERRORS[error.code!] ?? 400
+    const body = JSON.stringify({ statusCode, error: STATUS_CODES[statusCode], code: statusCode === 431 ? 'headers_too_large' : statusCode === 408 ? 'request_timeout' : 'bad_request', message: STATUS_CODES[statusCode] })
+    socket.write(`HTTP/1.1 ${statusCode} ${STATUS_CODES[statusCode]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy(error)
 }

@@ -46,6 +46,14 @@ const EnvSchema = Type.Object({
   CORS_ORIGINS: Type.Optional(Type.String()),
   LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info' }),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
+  HEADERS_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 120_000, default: 10_000 }),
+  REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
+  KEEP_ALIVE_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 72_000 }),
+  MAX_HEADER_SIZE: Type.Integer({ minimum: 4096, maximum: 65_536, default: 16_384 }),
+  AUTH0_MAX_TOKEN_LENGTH: Type.Integer({ minimum: 256, maximum: 65_536, default: 8192 }),
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 100 }),
+  OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
+  OVERLOAD_RETRY_AFTER_SEC: Type.Integer({ minimum: 1, maximum: 600, default: 2 }),
   PUBLIC_URL: Type.Optional(Type.String()),
   TRUST_PROXY: Type.Optional(Type.String()),
   RESOURCE_NAME: Type.Optional(Type.String({ maxLength: 200, pattern: '^[^\\x00-\\x1f\\x7f]*$' })),
@@ -94,6 +102,16 @@ export interface Config {
   corsOrigins: string[]
   logLevel: (typeof LOG_LEVELS)[number]
   shutdownTimeoutMs: number
+  /** Node's server limits: a client gets this long to send its headers, and its whole request; an idle keep-alive connection is closed after the third. */
+  headersTimeoutMs: number
+  requestTimeoutMs: number
+  keepAliveTimeoutMs: number
+  /** Bytes of request headers accepted; more is a 431. */
+  maxHeaderSize: number
+  /** Characters of an Authorization header accepted before anything is hashed, decoded or remembered. */
+  maxTokenLength: number
+  /** Shedding: past these (0 = not checked), requests get 503 `overloaded` at once. */
+  overload: { maxEventLoopDelayMs: number, maxEventLoopUtilization: number, retryAfterSec: number }
   /** The URL clients reach this API at (behind proxies and load balancers); enables RFC 9728 metadata. */
   publicUrl: string | undefined
   /** Fastify's trustProxy: which peers' X-Forwarded-* headers are believed (none by default). */
@@ -174,6 +192,16 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
     corsOrigins: parseOrigins(parsed.CORS_ORIGINS),
     logLevel: parsed.LOG_LEVEL,
     shutdownTimeoutMs: parsed.SHUTDOWN_TIMEOUT_MS,
+    headersTimeoutMs: parsed.HEADERS_TIMEOUT_MS,
+    requestTimeoutMs: parsed.REQUEST_TIMEOUT_MS,
+    keepAliveTimeoutMs: parsed.KEEP_ALIVE_TIMEOUT_MS,
+    maxHeaderSize: parsed.MAX_HEADER_SIZE,
+    maxTokenLength: parsed.AUTH0_MAX_TOKEN_LENGTH,
+    overload: {
+      maxEventLoopDelayMs: parsed.OVERLOAD_MAX_EVENT_LOOP_DELAY_MS,
+      maxEventLoopUtilization: parsed.OVERLOAD_MAX_EVENT_LOOP_UTILIZATION,
+      retryAfterSec: parsed.OVERLOAD_RETRY_AFTER_SEC,
+    },
     publicUrl: parsed.PUBLIC_URL === undefined ? undefined : parsePublicUrl(parsed.PUBLIC_URL, production),
     trustProxy: parseTrustProxy(parsed.TRUST_PROXY),
     resourceName: parsed.RESOURCE_NAME,

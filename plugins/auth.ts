@@ -28,6 +28,7 @@ const VERIFIED_TOKENS_MAX_BYTES = 8 * 1024 * 1024
 // A rejection keeps a hash and a shared error: counting entries is enough.
 const REJECTED_TOKENS_MAX = 1_000
 const REALM = 'api'
+const TOKEN_TOO_LONG = new AuthError('invalid_token', 'Token is longer than this API accepts')
 // A Bearer request that carries a proof is ambiguous: refused rather than guessed at (RFC 9449 §7.2).
 const STRAY_PROOF = new AuthError('invalid_header', 'A Bearer token must not come with a DPoP proof: send a DPoP-bound token as Authorization: DPoP')
 
@@ -65,6 +66,7 @@ declare module '@fastify/jwt' {
 export default fp(async function auth (app) {
   const { config, issuers } = app
   const { mode: dpopMode } = config.dpop
+  const { maxTokenLength } = config
   // The token of the request being verified, for @fastify/jwt (whose own parser reads `Basic x` as a
   // missing header, `Bearer a b` as a 400, and knows no DPoP scheme).
   const tokens = new WeakMap<FastifyRequest, string>()
@@ -137,6 +139,9 @@ export default fp(async function auth (app) {
     const authorization = request.headers.authorization
     if (authorization === undefined) {
       throw HEADER_MISSING
+    }
+    if (authorization.length > maxTokenLength) {
+      throw TOKEN_TOO_LONG // before anything is hashed, decoded or remembered
     }
     const key = hash('sha256', authorization, 'base64')
     const now = Date.now()

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { parseAllDocuments } from 'yaml'
 import { CONFIG_VARIABLES, loadConfig } from '../lib/config.js'
-import { buildApp, startIssuer } from './helpers/app.js'
+import { buildApp, keysLoaded, startIssuer } from './helpers/app.js'
 
 // The Kubernetes manifests name probe paths, ports and variables; this keeps them from drifting from the code.
 
@@ -92,9 +92,7 @@ t.test('every variable the manifests set is one the service reads, with a value 
 t.test('probes ask routes that exist, on the service\'s port', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer)
-  while (!app.issuers.ready) {
-    await new Promise((resolve) => setTimeout(resolve, 20)) // the startup fetch of the signing keys
-  }
+  await keysLoaded(app) // the startup fetch of the signing keys
   const probes = { readiness: container!.readinessProbe, liveness: container!.livenessProbe, startup: container!.startupProbe }
   t.equal(probes.readiness.httpGet.path, '/ready', 'readiness asks whether the signing keys are loaded')
   t.equal(probes.liveness.httpGet.path, '/health')

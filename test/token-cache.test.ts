@@ -1,5 +1,5 @@
 import t from 'tap'
-import { buildApp, bearer, startIssuer } from './helpers/app.js'
+import { buildApp, bearer, keysLoaded, startIssuer } from './helpers/app.js'
 
 // Verified tokens are remembered by the hash of the whole token; these try to make that remembering lie.
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
@@ -48,9 +48,7 @@ t.test('a remembered token stops working when its key is withdrawn', async (t) =
 t.test('a busy cache does not keep a withdrawn key alive: every request checks the key set\'s age', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer, { JWKS_MAX_AGE_MS: '1000' })
-  while (!app.issuers.ready) {
-    await sleep(10)
-  }
+  await keysLoaded(app)
   await sleep(600) // the token is first seen late in the key set's life, so its entry outlives the set's age
   const token = issuer.token()
   for (let i = 0; i < 3; i++) {

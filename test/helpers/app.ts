@@ -15,6 +15,9 @@ interface Tap {
 export async function buildApp (t: Tap, issuer: TestIssuer | undefined, env: Record<string, string> = {}, routes?: FastifyPluginAsync): Promise<FastifyInstance> {
   const config = loadConfig({
     LOG_LEVEL: 'silent',
+    // Tests make keys and tokens in the app's own event loop, which a service never does: no shedding
+    // unless a test asks for it.
+    OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
     ...(issuer && { AUTH0_ISSUER_URL: issuer.issuer, AUTH0_AUDIENCE: AUDIENCE, JWKS_TIMEOUT_MS: '1000' }),
     ...env,
   })
@@ -36,4 +39,11 @@ export async function startIssuer (t: Tap): Promise<TestIssuer> {
 
 export function bearer (token: string): { authorization: string } {
   return { authorization: `Bearer ${token}` }
+}
+
+/** Resolves once every issuer's keys are loaded (the app fetches them in the background after ready). */
+export async function keysLoaded (app: FastifyInstance): Promise<void> {
+  while (!app.issuers.ready) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
 }
