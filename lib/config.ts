@@ -54,6 +54,10 @@ const EnvSchema = Type.Object({
   OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 100 }),
   OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
   OVERLOAD_RETRY_AFTER_SEC: Type.Integer({ minimum: 1, maximum: 600, default: 2 }),
+  METRICS_PORT: Type.String({ pattern: '^(\\d{1,5}|off)$', default: '9464' }),
+  METRICS_REQUEST_DURATION: Type.Boolean({ default: false }),
+  ACCESS_LOG: Type.Boolean({ default: false }),
+  DOCS: Type.Optional(Type.Boolean()),
   PUBLIC_URL: Type.Optional(Type.String()),
   TRUST_PROXY: Type.Optional(Type.String()),
   RESOURCE_NAME: Type.Optional(Type.String({ maxLength: 200, pattern: '^[^\\x00-\\x1f\\x7f]*$' })),
@@ -112,6 +116,14 @@ export interface Config {
   maxTokenLength: number
   /** Shedding: past these (0 = not checked), requests get 503 `overloaded` at once. */
   overload: { maxEventLoopDelayMs: number, maxEventLoopUtilization: number, retryAfterSec: number }
+  /** Prometheus metrics on a listener of their own (HOST, this port); undefined when off. */
+  metricsPort: number | undefined
+  /** The request-duration histogram (an onResponse hook per request). */
+  metricsRequestDuration: boolean
+  /** One JSON line per request. */
+  accessLog: boolean
+  /** OpenAPI at /openapi.json and the docs page at /docs. */
+  docs: boolean
   /** The URL clients reach this API at (behind proxies and load balancers); enables RFC 9728 metadata. */
   publicUrl: string | undefined
   /** Fastify's trustProxy: which peers' X-Forwarded-* headers are believed (none by default). */
@@ -202,6 +214,10 @@ export function loadConfig (env: Record<string, string | undefined>, options: Lo
       maxEventLoopUtilization: parsed.OVERLOAD_MAX_EVENT_LOOP_UTILIZATION,
       retryAfterSec: parsed.OVERLOAD_RETRY_AFTER_SEC,
     },
+    metricsPort: parseMetricsPort(parsed.METRICS_PORT, parsed.PORT),
+    metricsRequestDuration: parsed.METRICS_REQUEST_DURATION,
+    accessLog: parsed.ACCESS_LOG,
+    docs: parsed.DOCS ?? !production,
     publicUrl: parsed.PUBLIC_URL === undefined ? undefined : parsePublicUrl(parsed.PUBLIC_URL, production),
     trustProxy: parseTrustProxy(parsed.TRUST_PROXY),
     resourceName: parsed.RESOURCE_NAME,
@@ -297,6 +313,18 @@ function parsePublicUrl (value: string, production: boolean): string {
     throw new ConfigError('PUBLIC_URL must use https (http only for a loopback host outside production)')
   }
   return value
+}
+
+/** METRICS_PORT: a port other than the API's (0: any free one), or `off`. */
+function parseMetricsPort (value: string, apiPort: number): number | undefined {
+  if (value === 'off') {
+    return undefined
+  }
+  const port = Number(value)
+  if (port > 65_535 || (port === apiPort && port !== 0)) {
+    throw new ConfigError('METRICS_PORT must be a port other than PORT (metrics never share the API\'s listener), or off')
+  }
+  return port
 }
 
 /** A forward proxy URL (credentials allowed: it never reaches a log). */
