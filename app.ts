@@ -1,12 +1,13 @@
 import autoload from '@fastify/autoload'
 import fp from 'fastify-plugin'
 import Fastify, { type FastifyError, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
-import { STATUS_CODES, type Server } from 'node:http'
+import { createServer, STATUS_CODES, type Server } from 'node:http'
 import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import type { Config } from './lib/config.js'
 import { AuthError } from './lib/errors.js'
 import { loggingOptions } from './lib/logging.js'
+import { requestId } from './lib/request-id.js'
 
 export interface AppOptions {
   config: Config
@@ -46,18 +47,6 @@ function serverOptions (config: Config): FastifyHttpOptions<Server> {
     ...loggingOptions(config, process.stdout.isTTY),
     // Nothing here takes large bodies; a client that sends one gets a 413.
     bodyLimit: 64 * 1024,
-    // Every limit finite: a client that trickles its headers or its request is cut off instead of holding a
-    // socket (Node checks both every second), and idle keep-alive connections end.
-    requestTimeout: config.requestTimeoutMs,
-    keepAliveTimeout: config.keepAliveTimeoutMs,
-    http: {
-      headersTimeout: config.headersTimeoutMs,
-      connectionsCheckingInterval: 1000,
-      maxHeaderSize: config.maxHeaderSize,
-      // Two Authorization (or DPoP) headers arrive joined by a comma, which no credentials parser accepts:
-      // one fixed answer, 401 invalid_header, before any key is fetched (Envoy's CVE-2025-64527 was a crash there).
-      joinDuplicateHeaders: true,
-    },
     // While shutting down, a request that still reaches us on an open connection is served (with
     // `Connection: close`) rather than refused: nothing already sent to this replica fails.
     return503OnClosing: false,
@@ -65,6 +54,27 @@ function serverOptions (config: Config): FastifyHttpOptions<Server> {
     trustProxy: config.trustProxy,
     // Node's own answers to broken requests (431, 408, 400), in the service's error shape.
     clientErrorHandler,
+    // The log's request id is the one the response carries: an incoming X-Request-Id when safe, else ours.
+    genReqId: requestId,
+    serverFactory: (handler) => {
+      const server = createServer({
+        // Every limit finite: a client that trickles its headers or its request is cut off instead of
+        // holding a socket (Node checks both every second), and idle keep-alive connections end.
+        headersTimeout: config.headersTimeoutMs,
+        requestTimeout: config.requestTimeoutMs,
+        keepAliveTimeout: config.keepAliveTimeoutMs,
+        connectionsCheckingInterval: 1000,
+        maxHeaderSize: config.maxHeaderSize,
+        // Two Authorization (or DPoP) headers arrive joined by a comma, which no credentials parser accepts:
+        // one fixed answer, 401 invalid_header, before any key is fetched (Envoy's CVE-2025-64527 was a crash there).
+        joinDuplicateHeaders: true,
+      }, (request, response) => {
+        // Echoed on every response, set here where it costs no Fastify hook.
+        response.setHeader('x-request-id', requestId(request))
+        handler(request, response)
+      })
+      return server
+    },
   }
 }
 

@@ -5,8 +5,9 @@ import { hash } from 'node:crypto'
 import { tokenBinding, type TokenBinding } from '../lib/dpop/binding.js'
 import { ProofChecker } from '../lib/dpop/proof.js'
 import { ReplayStore } from '../lib/dpop/replay-store.js'
-import { Answers, AuthError, type ChallengeParams } from '../lib/errors.js'
+import { Answers, AuthError, type AuthErrorCode, type ChallengeParams } from '../lib/errors.js'
 import type { TokenHeader } from '../lib/keys/key-source.js'
+import type { DecisionCounts } from '../lib/metrics.js'
 import { metadataLocation } from '../lib/protected-resource.js'
 import { checkClaims, checkTokenType, trustedUntilMs, UNTRUSTED_ISSUER, type AccessTokenClaims, type ClaimRules } from '../lib/tokens/claims.js'
 import { acceptedSchemes, claimedScheme, HEADER_MISSING, parseCredentials, type Credentials } from '../lib/tokens/credentials.js'
@@ -40,6 +41,10 @@ declare module 'fastify' {
     checkDpopProof: (request: FastifyRequest) => string
     /** What each protected route asks of a token, by `METHOD url`: read by the docs and the RFC 9728 metadata. */
     authPolicies: ReadonlyMap<string, RoutePolicy>
+  }
+  interface FastifyRequest {
+    /** The code a protected route refused the request with, for the access log; undefined when allowed. */
+    authOutcome: AuthErrorCode | undefined
   }
   interface FastifyContextConfig {
     /**
@@ -114,13 +119,12 @@ export default fp(async function auth (app) {
     schemes: acceptedSchemes(dpopMode),
     ...(dpopMode !== 'disabled' && { dpopAlgorithms: config.dpop.algorithms }),
   }
-  const proofs = new ProofChecker({
-    algorithms: config.dpop.algorithms,
-    maxAgeSec: config.dpop.maxAgeSec,
-    clockToleranceSec: config.clockToleranceSec,
-    // A proof passes the iat check for maxAge + tolerance after it is made: remembered that long.
-    replays: new ReplayStore(config.dpop.replayCapacity, (config.dpop.maxAgeSec + 2 * config.clockToleranceSec) * 1000),
-  })
+  // A proof passes the iat check for maxAge + tolerance after it is made: remembered that long.
+  const replays = new ReplayStore(config.dpop.replayCapacity, (config.dpop.maxAgeSec + 2 * config.clockToleranceSec) * 1000)
+  const proofs = new ProofChecker({ algorithms: config.dpop.algorithms, maxAgeSec: config.dpop.maxAgeSec, clockToleranceSec: config.clockToleranceSec, replays })
+  const { metrics } = app
+  const lookups = metrics.tokenLookups
+  metrics.watch({ caches: { verified, rejected }, replays })
   // Where proofs say the request went: PUBLIC_URL when set, else the request's own scheme and host
   // (X-Forwarded-* only from the peers TRUST_PROXY names).
   const publicOrigin = config.publicUrl?.replace(/\/$/, '')
@@ -148,9 +152,11 @@ export default fp(async function auth (app) {
     const version = issuers.version
     const known = verified.get(key, now, version)
     if (known !== undefined) {
+      lookups.hit++
       checkProof(request, known.binding, now)
       return known
     }
+    lookups.miss++
     const failure = rejected.get(key, now, version)
     if (failure !== undefined) {
       throw failure
@@ -208,6 +214,7 @@ export default fp(async function auth (app) {
 
   const policies = new Map<string, RoutePolicy>()
   app.decorate('authPolicies', policies)
+  app.decorateRequest('authOutcome', undefined)
 
   // One onRequest hook, first: a request without the right token costs no body parsing. It is callback
   // style so that a remembered token costs no promise.
@@ -219,23 +226,36 @@ export default fp(async function auth (app) {
     const name = `${String(route.method)} ${route.url}`
     const policy = routePolicy(auth, name)
     policies.set(name, policy)
-    route.onRequest = [guard(policy), ...asArray(route.onRequest)]
+    route.onRequest = [guard(policy, metrics.decisions(String(route.method), route.url)), ...asArray(route.onRequest)]
   })
 
-  function guard ({ optional, requirement }: RoutePolicy): onRequestHookHandler {
+  function guard ({ optional, requirement }: RoutePolicy, decisions: DecisionCounts): onRequestHookHandler {
     // The route's own challenges: with RFC 9728 metadata, a 401 names the scopes the route wants too.
     const answers = new Answers({ ...challenge, scopes: resourceMetadata === undefined ? undefined : requirement?.scopes })
     const denied = requirement && new AuthError('insufficient_scope', 'Token does not grant the scope this route requires', { scopes: requirement.scopes })
-    function admit (request: FastifyRequest, { claims, scopes }: VerifiedToken): AuthError | undefined {
+    function admit (request: FastifyRequest, { claims, scopes }: VerifiedToken): Error | undefined {
       request.user = claims // kept on a 403: the caller is authenticated, and onResponse hooks may log who it was
-      return requirement === undefined || isSatisfied(requirement, scopes) ? undefined : answered(answers, denied, request) as AuthError
+      if (requirement === undefined || isSatisfied(requirement, scopes)) {
+        decisions.allowed++
+        return undefined
+      }
+      return refusal(request, denied)
+    }
+    function refusal (request: FastifyRequest, error: unknown): Error {
+      const answer = answered(answers, error, request)
+      if (answer instanceof AuthError) {
+        decisions[answer.code]++
+        request.authOutcome = answer.code
+      }
+      return answer as Error
     }
     function refuse (request: FastifyRequest, error: unknown, done: (error?: Error) => void): void {
       forget(request)
-      done(answered(answers, error, request) as Error)
+      done(refusal(request, error))
     }
     return function authenticateRequest (request, _reply, done) {
       if (optional && request.headers.authorization === undefined) {
+        decisions.anonymous++
         return done() // anonymous, with request.user null; a header present must hold a valid token
       }
       let outcome: VerifiedToken | Promise<VerifiedToken>
@@ -251,7 +271,7 @@ export default fp(async function auth (app) {
       }
     }
   }
-}, { name: 'auth', dependencies: ['config', 'issuers'] })
+}, { name: 'auth', dependencies: ['config', 'issuers', 'metrics'] })
 
 /**
  * A refusal as this route or app states it to the scheme the request claimed; anything that is not an

@@ -22,7 +22,9 @@ export default fp(async function issuers (app) {
     allowLoopbackHttp: !config.production,
     dispatcher,
     log: app.log.child({ component: 'issuers' }),
+    onFetch: (fetch) => app.metrics.keySetFetched(fetch),
   })
+  app.metrics.watch({ issuers: trusted })
   app.decorate('issuers', trusted)
   // Fetch in the background so that /ready turns 200 without waiting for a first request.
   app.addHook('onReady', async () => trusted.warmUp())
@@ -30,4 +32,4 @@ export default fp(async function issuers (app) {
     await trusted.close()
     await dispatcher.close()
   })
-}, { name: 'issuers', dependencies: ['config', 'dev-issuer'] })
+}, { name: 'issuers', dependencies: ['config', 'dev-issuer', 'metrics'] })

@@ -30,6 +30,10 @@ t.test('defaults: the dev issuer, on 127.0.0.1:3000', async (t) => {
     maxHeaderSize: 16_384,
     maxTokenLength: 8192,
     overload: { maxEventLoopDelayMs: 100, maxEventLoopUtilization: 0, retryAfterSec: 2 },
+    metricsPort: 9464,
+    metricsRequestDuration: false,
+    accessLog: false,
+    docs: true,
     publicUrl: undefined,
     trustProxy: false,
     resourceName: undefined,
@@ -88,6 +92,10 @@ t.test('every variable is read and converted', async (t) => {
     OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '250',
     OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: '0.95',
     OVERLOAD_RETRY_AFTER_SEC: '5',
+    METRICS_PORT: 'off',
+    METRICS_REQUEST_DURATION: 'true',
+    ACCESS_LOG: 'true',
+    DOCS: 'true',
     RESOURCE_NAME: 'Example API',
     HTTPS_PROXY: 'http://user:secret@proxy.internal:3128',
     http_proxy: 'http://proxy.internal:3128',
@@ -119,6 +127,10 @@ t.test('every variable is read and converted', async (t) => {
     maxHeaderSize: 32_768,
     maxTokenLength: 16_384,
     overload: { maxEventLoopDelayMs: 250, maxEventLoopUtilization: 0.95, retryAfterSec: 5 },
+    metricsPort: undefined,
+    metricsRequestDuration: true,
+    accessLog: true,
+    docs: true,
     publicUrl: 'https://api.example.com/v1',
     trustProxy: ['10.0.0.0/8', 'loopback', '::1'],
     resourceName: 'Example API',
@@ -133,6 +145,8 @@ t.test('several issuers: comma lists of domains or issuer URLs', async (t) => {
   t.equal(loadConfig({ https_proxy: 'http://lower.internal:3128', HTTPS_PROXY: 'http://upper.internal:3128' }).proxy.httpsProxy, 'http://lower.internal:3128', 'lower case wins, as in undici and curl')
   t.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true, 'TRUST_PROXY=true believes any peer')
   t.same(loadConfig({ TRUST_PROXY: 'fd00::/8' }).trustProxy, ['fd00::/8'])
+  t.equal(loadConfig({ METRICS_PORT: '0', PORT: '0' }).metricsPort, 0, 'any free port, even beside PORT=0')
+  t.equal(loadConfig({ NODE_ENV: 'production', AUTH0_DOMAIN: 'a.auth0.com', AUTH0_AUDIENCE: 'a' }).docs, false, 'no docs in production unless DOCS=true')
 })
 
 t.test('empty values count as unset', async (t) => {
@@ -225,6 +239,10 @@ t.test('each mistake is one line naming the variable', async (t) => {
     [{ HEADERS_TIMEOUT_MS: '0' }, /^HEADERS_TIMEOUT_MS must be >= 1000$/],
     [{ MAX_HEADER_SIZE: '1000000' }, /^MAX_HEADER_SIZE must be <= 65536$/],
     [{ OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: '1.5' }, /^OVERLOAD_MAX_EVENT_LOOP_UTILIZATION must be <= 1$/],
+    [{ METRICS_PORT: '70000' }, /^METRICS_PORT must be a port other than PORT/],
+    [{ METRICS_PORT: '8080', PORT: '8080' }, /^METRICS_PORT must be a port other than PORT/],
+    [{ METRICS_PORT: 'on' }, /^METRICS_PORT must match pattern/],
+    [{ ACCESS_LOG: 'yes' }, /^ACCESS_LOG must be boolean$/],
   ]
   for (const [env, message] of mistakes) {
     t.throws(() => loadConfig(env), ConfigError, JSON.stringify(env))

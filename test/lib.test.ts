@@ -1,4 +1,7 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { Registry } from 'prom-client'
+import { ServiceMetrics } from '../lib/metrics.js'
+import { accessRecord } from '../plugins/access-log.js'
 import t from 'tap'
 import { parseCredentials } from '../lib/tokens/credentials.js'
 import { loadConfig } from '../lib/config.js'
@@ -131,4 +134,21 @@ t.test('a fetch failure is described by its code, or its name when it has none',
   t.equal(describeFailure(Object.assign(new Error('x'), { code: 'UND_ERR_SOCKET' })), 'UND_ERR_SOCKET')
   t.equal(describeFailure(new DOMException('late', 'TimeoutError')), 'TimeoutError', 'a DOMException\'s numeric code is not a reason')
   t.equal(describeFailure(new RangeError('x')), 'RangeError')
+})
+
+t.test('metrics with nothing to watch yet: no samples, no failure', async (t) => {
+  const metrics = new ServiceMetrics(new Registry())
+  const text = await metrics.registry.metrics()
+  t.match(text, /^auth_token_cache_entries 0$/m)
+  t.match(text, /^dpop_replay_store_entries 0$/m)
+  t.match(text, /^auth_token_cache_lookups_total\{result="hit"\} 0/m)
+})
+
+t.test('access-log lines: the outcome of a protected route, and one label for an unknown path', async (t) => {
+  const request = (config: object, user: unknown, url?: string, authOutcome?: string) => ({ id: 'r1', method: 'GET', routeOptions: { url, config }, user, authOutcome }) as unknown as FastifyRequest
+  const reply = { statusCode: 200, elapsedTime: 1.23456 } as FastifyReply
+  t.same(accessRecord(request({ auth: 'optional' }, null, '/a'), reply), { reqId: 'r1', method: 'GET', route: '/a', status: 200, durationMs: 1.235, outcome: 'anonymous', sub: undefined })
+  t.match(accessRecord(request({ auth: true }, { sub: 's' }, '/a'), reply), { outcome: 'allowed', sub: 's' })
+  t.match(accessRecord(request({ auth: true }, null, '/a', 'invalid_token'), reply), { outcome: 'invalid_token' })
+  t.match(accessRecord(request({}, null), reply), { route: 'unknown', outcome: undefined })
 })

@@ -98,8 +98,8 @@ t.test('two Authorization headers: one fixed answer, 401 invalid_header, and no 
 t.test('overload is shed with 503 overloaded and Retry-After; probes are never shed', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer, { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '20', OVERLOAD_RETRY_AFTER_SEC: '3' }, async (app) => {
-    app.get('/busy', async () => {
-      const until = Date.now() + 400
+    app.get('/busy/:ms', async (request) => {
+      const until = Date.now() + Number((request.params as { ms: string }).ms)
       while (Date.now() < until) {
         // holds the event loop, as a burst past capacity would
       }
@@ -107,9 +107,14 @@ t.test('overload is shed with 503 overloaded and Retry-After; probes are never s
     })
   })
   const token = issuer.token()
-  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200)
-  await app.inject('/busy')
-  await new Promise((resolve) => setTimeout(resolve, 5)) // the sampler, held up by the busy loop, runs now
+  const pressure = async (ms: number) => {
+    await app.inject(`/busy/${ms}`)
+    await new Promise((resolve) => setTimeout(resolve, 5)) // the sampler, held up by the busy loop, runs now
+  }
+  await pressure(120)
+  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'startup is not load: nothing is shed in the first 300 ms')
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await pressure(400)
   const shed = await app.inject({ url: '/api/private', headers: bearer(token) })
   t.equal(shed.statusCode, 503)
   t.equal(shed.headers['retry-after'], '3')

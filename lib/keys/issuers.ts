@@ -32,24 +32,26 @@ export class Issuers {
 
   /** True when every issuer has keys. */
   get ready (): boolean {
-    return this.#sources().every((source) => source.ready)
+    return this.sources.every((source) => source.ready)
   }
 
   get status (): IssuerStatus[] {
-    return this.#sources().map((source) => source.status)
+    return this.sources.map((source) => source.status)
   }
 
+
   warmUp (): void {
-    for (const source of this.#sources()) {
+    for (const source of this.sources) {
       source.warmUp()
     }
   }
 
   async close (): Promise<void> {
-    await Promise.all(this.#sources().map((source) => source.close()))
+    await Promise.all(this.sources.map((source) => source.close()))
   }
 
-  #sources (): KeySource[] {
+  /** Each issuer's key source. */
+  get sources (): KeySource[] {
     return [...this.#byIssuer.values()]
   }
 }

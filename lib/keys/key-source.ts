@@ -26,6 +26,8 @@ export interface KeySourceOptions {
   dispatcher?: Dispatcher
   /** Called whenever a key is withdrawn or replaced. */
   onChange?: () => void
+  /** Called after every fetch of the key set (with its metadata), for metrics. */
+  onFetch?: (fetch: { issuer: string, ok: boolean, seconds: number }) => void
   log?: {
     warn: (details: object, message: string) => void
     info?: (details: object, message: string) => void
@@ -79,7 +81,7 @@ const MAX_DOCUMENT_BYTES = 1024 * 1024
  * never replaces a good set; failures are logged once per reason, and retried on the timer.
  */
 export class KeySource {
-  readonly #options: Required<Omit<KeySourceOptions, 'log' | 'jwksUrl' | 'onChange' | 'dispatcher'>> & Pick<KeySourceOptions, 'log' | 'jwksUrl' | 'onChange'>
+  readonly #options: Required<Omit<KeySourceOptions, 'log' | 'jwksUrl' | 'onChange' | 'onFetch' | 'dispatcher'>> & Pick<KeySourceOptions, 'log' | 'jwksUrl' | 'onChange' | 'onFetch'>
   readonly #dispatcher: Dispatcher
   readonly #ownDispatcher: boolean
   #keys = new Map<string, PublicKey>()
@@ -96,6 +98,9 @@ export class KeySource {
   #failedUntil = 0
   #failure: { reason: string, unusable: boolean } | undefined
   #timer: NodeJS.Timeout | undefined
+  #succeededAt: number | undefined
+  /** Lookups of a kid not in the key set in hand (each may or may not fetch). */
+  unknownKidLookups = 0
 
   constructor (options: KeySourceOptions) {
     this.#options = { keyMaxAgeMs: DEFAULT_KEY_MAX_AGE_MS, unknownKidTtlMs: DEFAULT_UNKNOWN_KID_TTL_MS, allowLoopbackHttp: false, ...options }
@@ -123,6 +128,11 @@ export class KeySource {
       ? (failure ? 'stale' : 'ready')
       : (failure ? (failure.unusable ? 'unusable' : 'unavailable') : 'loading')
     return { issuer: this.issuer, state, keys: this.#keys.size, ...(failure && { reason: failure.reason }) }
+  }
+
+  /** Seconds since the key set was last fetched successfully; undefined before the first time. */
+  get secondsSinceSuccess (): number | undefined {
+    return this.#succeededAt === undefined ? undefined : (performance.now() - this.#succeededAt) / 1000
   }
 
   /** The PEM public key for a token's header, or an AuthError: 401 `invalid_token` or 503 `jwks_unavailable`. */
@@ -158,6 +168,7 @@ export class KeySource {
   }
 
   async #lookUpUnknown (kid: string): Promise<PublicKey> {
+    this.unknownKidLookups++
     const fetchesBefore = this.#fetchesStarted
     if (this.#inFlight !== undefined) {
       await this.#inFlight
@@ -197,6 +208,8 @@ export class KeySource {
   async #fetchKeySet (fetchNumber: number): Promise<void> {
     const signal = AbortSignal.any([AbortSignal.timeout(this.#options.fetchTimeoutMs), this.#closing.signal])
     const request = { dispatcher: this.#dispatcher, signal, maxBytes: MAX_DOCUMENT_BYTES }
+    const started = performance.now()
+    const report = (ok: boolean): void => this.#options.onFetch?.({ issuer: this.issuer, ok, seconds: (performance.now() - started) / 1000 })
     try {
       const keys = parseKeySet(await getJson(await this.#jwksUrl(request), request))
       if (changesKeys(this.#keys, keys)) {
@@ -204,7 +217,7 @@ export class KeySource {
         this.#options.onChange?.()
       }
       this.#keys = keys
-      this.#fetchedAt = performance.now()
+      this.#fetchedAt = this.#succeededAt = performance.now()
       this.#setFromFetch = fetchNumber
       for (const kid of keys.keys()) {
         this.#unknownKids.delete(kid)
@@ -213,10 +226,12 @@ export class KeySource {
         this.#options.log?.info?.({ issuer: this.issuer, keys: keys.size }, 'the issuer\'s signing keys are fetched again')
       }
       this.#failure = undefined
+      report(true)
     } catch (error) {
       this.#failedUntil = performance.now() + this.#options.fetchTimeoutMs
       if (!this.#closing.signal.aborted) {
         this.#failed(error)
+        report(false)
       }
     }
   }

@@ -27,6 +27,15 @@ export class OutcomeCache<T> {
 
   constructor (readonly maxEntries: number, readonly maxBytes = Infinity) {}
 
+  get size (): number {
+    return this.#entries.size
+  }
+
+  /** What the entries weigh, as their callers stated it. */
+  get bytes (): number {
+    return this.#bytes
+  }
+
   get (key: string, now: number, version: number): T | undefined {
     const entry = this.#entries.get(key)
     if (entry === undefined) {

@@ -18,6 +18,8 @@ export async function buildApp (t: Tap, issuer: TestIssuer | undefined, env: Rec
     // Tests make keys and tokens in the app's own event loop, which a service never does: no shedding
     // unless a test asks for it.
     OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
+    // Any free port for metrics: test files run side by side.
+    METRICS_PORT: '0',
     ...(issuer && { AUTH0_ISSUER_URL: issuer.issuer, AUTH0_AUDIENCE: AUDIENCE, JWKS_TIMEOUT_MS: '1000' }),
     ...env,
   })

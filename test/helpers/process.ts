@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { CONFIG_VARIABLES } from '../../lib/config.js'
 
 interface Tap {
   teardown: (fn: () => unknown) => void
@@ -18,18 +19,17 @@ export interface ServerProcess {
 
 const ROOT = join(import.meta.dirname, '..', '..')
 const SERVER = join(ROOT, 'server.ts')
-const CONFIG_VARIABLE = /^(NODE_ENV|AUTH0_|JWKS_|PORT$|HOST$|CORS_ORIGINS$|LOG_LEVEL$|SHUTDOWN_TIMEOUT_MS$)/
 
 /**
  * Runs server.ts as its own process, the way `npm start` does (with the test runner's TypeScript and
  * coverage hooks), in an empty directory so that no local .env is read, and with only `env` as config.
  */
 export function startServerProcess (t: Tap, env: Record<string, string>): ServerProcess {
-  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !CONFIG_VARIABLE.test(name)))
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !CONFIG_VARIABLES.includes(name)))
   const child = spawn(process.execPath, [...process.execArgv, SERVER], {
     cwd: mkdtempSync(join(tmpdir(), 'server-')),
     // the same TypeScript settings as this process, though it runs elsewhere
-    env: { ...inherited, TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'), ...env },
+    env: { ...inherited, TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'), METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let stdout = ''
