@@ -28,7 +28,7 @@ function manifests () {
  * The manifests with only what a local run must change. Every other kind stays in: podman skips it, and the
  * test checks that it does.
  */
-function forLocalRun (resources, { issuer, port }) {
+function forLocalRun (resources, { issuer, port, metricsPort }) {
   for (const resource of resources) {
     if (resource.kind === 'ConfigMap') {
       const { AUTH0_DOMAIN, ...data } = resource.data
@@ -39,8 +39,9 @@ function forLocalRun (resources, { issuer, port }) {
         // found by discovery; a key set URL of its own skips discovery.
         AUTH0_JWKS_URL: `${issuer}.well-known/jwks.json`,
         AUTH0_AUDIENCE: AUDIENCE,
-        // The pod shares the host's network (see the play below): a free port instead of 3000.
+        // The pod shares the host's network (see the play below): free ports instead of 3000 and 9464.
         PORT: String(port),
+        METRICS_PORT: String(metricsPort),
       }
     }
     if (resource.kind === 'Deployment') {
@@ -69,7 +70,8 @@ function quantity (value) {
 
 const issuer = await startDevIssuer(AUDIENCE)
 const port = await freePort()
-const resources = forLocalRun(manifests(), { issuer: issuer.issuer, port })
+const metricsPort = await freePort()
+const resources = forLocalRun(manifests(), { issuer: issuer.issuer, port, metricsPort })
 const deployment = resources.find((resource) => resource.kind === 'Deployment')
 const [container] = deployment.spec.template.spec.containers
 const work = mkdtempSync(join(tmpdir(), 'api-authz-kube-'))
@@ -142,6 +144,7 @@ try {
   const plain = issuer.mint({}).access_token
   const scoped = issuer.mint({ scope: 'read:messages' }).access_token
   await checkRoutes(port, plain, scoped)
+  check((await get(metricsPort, '/metrics')).status === 200, 'metrics answer on the metrics port the annotations name', `METRICS_PORT ${metricsPort}`)
 
   const { securityContext } = deployment.spec.template.spec
   const ids = await podman('exec', containerId, 'sh', '-c', 'echo $(id -u):$(id -g)')

@@ -24,7 +24,7 @@ interface Container {
 }
 interface Manifest {
   kind: string
-  metadata: { name: string }
+  metadata: { name: string, labels?: Record<string, string> }
   data?: Record<string, string>
   spec: {
     selector?: { matchLabels?: Record<string, string> } & Record<string, string>
@@ -55,10 +55,10 @@ function imageEnvironment (): Record<string, string> {
   return Object.fromEntries(env.trim().split(/\s+/).map((pair) => pair.split('=') as [string, string]))
 }
 
-t.test('kustomization lists every manifest', async (t) => {
+t.test('kustomization lists every manifest but the ServiceMonitor (its CRD comes with the Prometheus Operator)', async (t) => {
   const listed = (parseAllDocuments(readFileSync(join(DIR, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as { resources: string[] }).resources
-  t.same(listed.sort(), readdirSync(DIR).filter((file) => file !== 'kustomization.yaml').sort())
-  t.same(manifests.map((manifest) => manifest.kind).sort(), ['ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Service'])
+  t.same(listed.sort(), readdirSync(DIR).filter((file) => file !== 'kustomization.yaml' && file !== 'servicemonitor.yaml').sort())
+  t.same(manifests.map((manifest) => manifest.kind).sort(), ['ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'Service', 'ServiceMonitor'])
 })
 
 t.test('every variable the manifests set is one the service reads, with a value it accepts', async (t) => {
@@ -114,6 +114,32 @@ t.test('Service, autoscaler and disruption budget point at the Deployment', asyn
   t.match(labels, only('PodDisruptionBudget').spec.selector!.matchLabels!, 'the budget covers the pods')
   t.same(only('HorizontalPodAutoscaler').spec.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: deployment.metadata.name })
   t.ok(deployment.spec.replicas! > 1, 'several replicas')
+})
+
+t.test('metrics: every metric the dashboard and the scrape settings use is in a live scrape, on the port they name', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, { METRICS_REQUEST_DURATION: 'true' })
+  const scrape = await (await fetch(app.metrics.url!)).text()
+  const served = new Set([...scrape.matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap(([, name, type]) =>
+    type === 'histogram' ? [`${name}_bucket`, `${name}_count`, `${name}_sum`] : [name!]))
+
+  const dashboard = JSON.parse(readFileSync(join(ROOT, 'deploy', 'grafana', 'dashboard.json'), 'utf8')) as { panels: { title: string, targets: { expr: string }[] }[] }
+  const used = new Set(dashboard.panels.flatMap((panel) => panel.targets.flatMap((target) => [...target.expr.matchAll(/([a-z_:][a-z0-9_:]*)\{/g)].map(([, name]) => name!))))
+  t.ok(used.size >= 12, `${used.size} metrics in the dashboard`)
+  for (const name of used) {
+    t.ok(served.has(name), `${name} is served`)
+  }
+
+  const annotations = (pod.metadata as { annotations: Record<string, string> }).annotations
+  const config = loadConfig({ ...imageEnvironment(), ...configMap.data })
+  t.equal(annotations['prometheus.io/scrape'], 'true')
+  t.equal(Number(annotations['prometheus.io/port']), config.metricsPort, 'the annotation names the port metrics listen on')
+  t.equal(new URL(app.metrics.url!).pathname, annotations['prometheus.io/path'])
+  t.equal(container!.ports.find((port) => port.name === 'metrics')?.containerPort, config.metricsPort)
+  const monitor = only('ServiceMonitor') as unknown as { spec: { selector: { matchLabels: Record<string, string> }, endpoints: { port: string, path: string }[] } }
+  const service = only('Service')
+  t.match(service.metadata as { labels: Record<string, string> }, { labels: monitor.spec.selector.matchLabels }, 'the ServiceMonitor selects the Service')
+  t.ok(monitor.spec.endpoints.every(({ port, path }) => service.spec.ports!.some((p) => (p as { name?: string }).name === port) && path === annotations['prometheus.io/path']), 'on its metrics port and path')
 })
 
 t.test('the pod is locked down and sized', async (t) => {
