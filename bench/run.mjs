@@ -43,7 +43,8 @@ const dpopRequests = (count) => Array.from({ length: count }, () =>
 
 // `floor`: the ideal path the scenario is held against, besides bare Fastify; `target`: the least ratio to it.
 const scenarios = [
-  { id: 'a', name: 'reused token', status: 200, floor: 'cached', target: 0.90, requests: () => [request('/api/private', token)] },
+  // (a) is also measured with metrics off, and with the opt-in request-duration histogram on.
+  { id: 'a', name: 'reused token', status: 200, floor: 'cached', target: 0.90, variants: ['metrics off', 'duration histogram'], requests: () => [request('/api/private', token)] },
   { id: 'b', name: 'reused scoped token', status: 200, floor: 'cached', target: 0.90, requests: () => [request('/api/private-scoped', mint({ scope: 'read:messages' }))] },
   { id: 'c', name: '1,000 tokens rotated', status: 200, floor: 'cached', target: 0.90, requests: () => tokens(1_000, 'client').map((t) => request('/api/private', t)) },
   { id: 'd', name: '20,000 tokens, each new', status: 200, floor: 'uncached', target: 0.90, requests: () => tokens(20_000, 'user').map((t) => request('/api/private', t)) },
@@ -56,19 +57,19 @@ const scenarios = [
 const children = new Set()
 process.on('exit', () => children.forEach((child) => child.kill()))
 
-async function startServer (name, script, port, env = {}) {
+async function startServer (name, script, port, env = {}, service = script.endsWith('server.js')) {
   const child = spawn(process.execPath, [script], {
     cwd: ROOT,
     // Production settings; the local issuer is plain http, which production accepts only on loopback and
     // only as a configured AUTH0_JWKS_URL (never from discovery).
-    env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: 'warn', PORT: String(port), AUTH0_ISSUER_URL: issuer.issuer, AUTH0_JWKS_URL: `${issuer.issuer}.well-known/jwks.json`, AUTH0_AUDIENCE: AUDIENCE, ...env },
+    env: { PATH: process.env.PATH, NODE_ENV: 'production', LOG_LEVEL: 'warn', PORT: String(port), METRICS_PORT: '0', AUTH0_ISSUER_URL: issuer.issuer, AUTH0_JWKS_URL: `${issuer.issuer}.well-known/jwks.json`, AUTH0_AUDIENCE: AUDIENCE, ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
   })
   children.add(child)
   child.on('exit', () => children.delete(child))
   for (let i = 0; i < 100; i++) {
     await new Promise((resolve) => setTimeout(resolve, 100))
-    if ((await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.ok) return { name, child, port }
+    if ((await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.ok) return { name, child, port, service }
   }
   throw new Error(`${name} did not become ready`)
 }
@@ -94,7 +95,7 @@ async function ask (message, reply) {
 
 async function measure (server, scenario, seconds) {
   const { pid } = server.child
-  const once = server.name === 'service' && scenario.freshForService !== undefined
+  const once = server.service && scenario.freshForService !== undefined
   if (once) {
     await ask({ type: 'prepare', requests: scenario.freshForService() }, 'prepared')
   } else if (scenario.freshForService !== undefined) {
@@ -106,7 +107,7 @@ async function measure (server, scenario, seconds) {
   const generatorTicks = cpuTicks(generator.pid)
   const result = await ask({ type: 'run', port: server.port, durationMs: seconds * 1000, connections: CONNECTIONS, once }, 'result')
   clearInterval(sampler)
-  const expected = server.name === 'service' ? scenario.status : 200 // baselines never refuse a bad signature
+  const expected = server.service ? scenario.status : 200 // baselines never refuse a bad signature
   const unexpected = Object.entries(result.statuses).reduce((sum, [status, count]) => sum + (Number(status) === expected ? 0 : count), 0)
   return {
     rps: result.requests / (result.elapsedMs / 1000),
@@ -129,13 +130,15 @@ const medians = (runs) => Object.fromEntries(Object.keys(runs[0]).map((key) => [
 
 /** Fresh processes for every round: one process can run a few percent faster or slower than another for its whole life. */
 async function startServers () {
-  const [service, bare, cached, uncached] = await Promise.all([
+  const servers = await Promise.all([
     startServer('service', join(ROOT, 'dist', 'server.js'), 3101),
     startServer('bare', join(ROOT, 'bench', 'baseline.mjs'), 3102, { BASELINE: 'bare' }),
     startServer('cached', join(ROOT, 'bench', 'baseline.mjs'), 3103, { BASELINE: 'cached' }),
     startServer('uncached', join(ROOT, 'bench', 'baseline.mjs'), 3104, { BASELINE: 'uncached' }),
+    startServer('metrics off', join(ROOT, 'dist', 'server.js'), 3105, { METRICS_PORT: 'off' }),
+    startServer('duration histogram', join(ROOT, 'dist', 'server.js'), 3106, { METRICS_REQUEST_DURATION: 'true' }),
   ])
-  return { service, bare, cached, uncached }
+  return Object.fromEntries(servers.map((server) => [server.name, server]))
 }
 
 async function stopServers (servers) {
@@ -153,7 +156,7 @@ try {
     try {
       for (const scenario of scenarios) {
         await ask({ type: 'prepare', requests: requestsOf.get(scenario) }, 'prepared')
-        const targets = [...new Set(['service', 'bare', scenario.floor])].map((name) => servers[name])
+        const targets = [...new Set(['service', ...(scenario.variants ?? []), 'bare', scenario.floor])].map((name) => servers[name])
         for (const server of targets) await measure(server, scenario, 0.5) // warm-up, not counted
         const runs = Object.fromEntries(targets.map((server) => [server.name, []]))
         for (const server of [...targets, ...[...targets].reverse()]) {
@@ -171,24 +174,27 @@ try {
   await issuer.close()
 }
 
-const results = scenarios.map((scenario) => {
+// A row for the service and one for each of its variants, each held against the scenario's floor.
+const results = scenarios.flatMap((scenario) => {
   const rounds = roundsOf.get(scenario)
   const targets = Object.keys(rounds[0])
   const figures = Object.fromEntries(targets.map((name) => [name, medians(rounds.map((round) => round[name]))]))
-  const ratiosTo = (name) => rounds.map((round) => round.service.rps / round[name].rps)
-  const toFloor = ratiosTo(scenario.floor)
-  return {
-    scenario: `(${scenario.id}) ${scenario.name}`,
-    floor: scenario.floor,
-    target: scenario.target,
-    ratioToFloor: median(toFloor),
-    ratioToBare: median(ratiosTo('bare')),
-    ratioSpread: [Math.min(...toFloor), Math.max(...toFloor)],
-    met: scenario.target === undefined || median(toFloor) >= scenario.target,
-    unexpected: rounds.reduce((sum, round) => sum + round.service.unexpected * 2, 0),
-    figures,
-    rounds,
-  }
+  return ['service', ...(scenario.variants ?? [])].map((variant) => {
+    const ratiosTo = (name) => rounds.map((round) => round[variant].rps / round[name].rps)
+    const toFloor = ratiosTo(scenario.floor)
+    return {
+      scenario: `(${scenario.id}) ${scenario.name}${variant === 'service' ? '' : `, ${variant}`}`,
+      floor: scenario.floor,
+      target: scenario.target,
+      ratioToFloor: median(toFloor),
+      ratioToBare: median(ratiosTo('bare')),
+      ratioSpread: [Math.min(...toFloor), Math.max(...toFloor)],
+      met: scenario.target === undefined || median(toFloor) >= scenario.target,
+      unexpected: rounds.reduce((sum, round) => sum + round[variant].unexpected * 2, 0),
+      figures: { ...figures, service: figures[variant] },
+      rounds,
+    }
+  })
 })
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`
