@@ -31,7 +31,7 @@ interface Manifest {
     scaleTargetRef?: { kind: string, name: string }
     ports?: { targetPort: string | number }[]
     replicas?: number
-    template?: { metadata: { labels: Record<string, string> }, spec: { terminationGracePeriodSeconds: number, securityContext: { runAsNonRoot: boolean }, containers: Container[] } }
+    template?: { metadata: { labels: Record<string, string>, annotations?: Record<string, string> }, spec: { terminationGracePeriodSeconds: number, securityContext: { runAsNonRoot: boolean }, containers: Container[] } }
   }
 }
 
@@ -130,7 +130,7 @@ t.test('metrics: every metric the dashboard and the scrape settings use is in a 
     t.ok(served.has(name), `${name} is served`)
   }
 
-  const annotations = (pod.metadata as { annotations: Record<string, string> }).annotations
+  const annotations = pod.metadata.annotations!
   const config = loadConfig({ ...imageEnvironment(), ...configMap.data })
   t.equal(annotations['prometheus.io/scrape'], 'true')
   t.equal(Number(annotations['prometheus.io/port']), config.metricsPort, 'the annotation names the port metrics listen on')

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import { Gauge } from 'prom-client'
 import t from 'tap'
 import { buildApp, bearer, keysLoaded, startIssuer } from './helpers/app.js'
 import { AUDIENCE } from './helpers/issuer.js'
@@ -63,6 +64,11 @@ t.test('the metrics: decisions by route and outcome, the token cache, the key se
 
   t.equal((await fetch(app.metrics.url!.replace('/metrics', '/other'))).status, 404)
   t.equal((await app.inject('/metrics')).statusCode, 404, 'never on the API port')
+
+  new Gauge({ name: 'broken', help: 'a collector that fails', registers: [app.metrics.registry], collect () { throw new Error('broken') } })
+  const failed = await fetch(app.metrics.url!)
+  t.equal(failed.status, 500, 'a collector that fails is a 500, not a crash')
+  t.equal(await failed.text(), 'Internal Server Error\n')
 })
 
 t.test('a failed fetch is counted, and an issuer never reached has no age', async (t) => {
