@@ -6,49 +6,18 @@
 // needs Chromium (installed here with apt-get when missing, as root) and takes a while.
 // Prints `N passed, M failed`; exits 1 on any failure. `--update-screenshot` also writes
 // docs/screenshots/docs-page.png (the README's), if it is under 200 KB.
-import { execFileSync, spawn } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import puppeteer from 'puppeteer-core'
+import { ensureChromium, isLocal, keepLocal, launchChromium, saveScreenshot } from './helpers/chromium.mjs'
 import { check, freePort, report, waitUntil } from './helpers/podman.mjs'
+import { startService } from './helpers/service.mjs'
 
 const ROOT = join(import.meta.dirname, '..')
-const CHROMIUM = '/usr/bin/chromium'
 const README_SCREENSHOT = join(ROOT, 'docs', 'screenshots', 'docs-page.png')
 const README_SCREENSHOT_MAX_BYTES = 200 * 1024
 const API_ROUTES = { '/api/public': 'No access token needed', '/api/private': 'Needs a valid access token', '/api/private-scoped': 'read:messages' }
 const TIMEOUT_MS = 20_000
-// Configuration the service must not inherit from this shell (a production NODE_ENV, a real issuer).
-const CONFIG_VARIABLE = /^(NODE_ENV|AUTH0_|JWKS_|PORT$|HOST$|DOCS$|PUBLIC_URL$|METRICS_|CORS_ORIGINS$|LOG_LEVEL$)/
-
-function ensureChromium () {
-  if (existsSync(CHROMIUM)) return
-  console.log(`${CHROMIUM} is missing: installing Debian's chromium`)
-  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' })
-  execFileSync('apt-get', ['install', '-y', '-qq', 'chromium', 'fonts-dejavu-core'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
-}
-
-/** `node dist/server.js` with the dev issuer on `port`, from an empty directory so that no .env is read. */
-function startService (port, cwd) {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !CONFIG_VARIABLE.test(name)))
-  const child = spawn(process.execPath, [join(ROOT, 'dist', 'server.js')], {
-    cwd,
-    // No load shedding: this shared machine may be busy, and this test is about the page, not about load.
-    env: { ...env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', METRICS_PORT: 'off', OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk) => { output += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk) => { output += chunk })
-  const exited = new Promise((resolve) => child.on('exit', resolve))
-  return { output: () => output, stop: async () => { child.kill('SIGTERM'); return exited } }
-}
-
-function isLocal (url) {
-  const { protocol, hostname } = new URL(url)
-  return protocol === 'data:' || protocol === 'blob:' || protocol === 'about:' || ['127.0.0.1', 'localhost', '[::1]'].includes(hostname)
-}
 
 /** The opblock of a path, found by the path swagger-ui prints. */
 function operation (path) {
@@ -64,36 +33,22 @@ let page
 try {
   ensureChromium()
   mkdirSync(join(scratch, 'service'))
-  service = startService(port, join(scratch, 'service'))
+  // No load shedding: this shared machine may be busy, and this test is about the page, not about load.
+  service = startService(port, join(scratch, 'service'), { METRICS_PORT: 'off', OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0' })
   const ready = await waitUntil(async () => (await fetch(`${base}/ready`).catch(() => undefined))?.status === 200, TIMEOUT_MS)
   if (!check(ready, 'the compiled service starts with the dev issuer and turns ready')) throw new Error('no service')
   const minted = await fetch(`${base}/dev/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ scope: 'read:messages' }) })
   const { access_token: token } = await minted.json()
   if (!check(minted.status === 200 && typeof token === 'string', 'POST /dev/token mints a read:messages token', `status ${minted.status}`)) throw new Error('no token')
 
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    userDataDir: join(scratch, 'profile'),
-    args: [
-      '--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run',
-      // Belt and braces: whatever the browser itself wants to reach, no name but the loopback resolves.
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
-    ],
-  })
+  browser = await launchChromium(join(scratch, 'profile'))
   page = await browser.newPage()
   await page.setViewport({ width: 1280, height: 900 })
-  const requested = []
+  const requested = await keepLocal(page)
   const apiCalls = []
   const problems = []
-  await page.setRequestInterception(true)
   page.on('request', (request) => {
-    requested.push(request.url())
     if (new URL(request.url()).pathname === '/api/private-scoped') apiCalls.push(request.headers())
-    // Recorded above; never let through.
-    if (!isLocal(request.url())) request.abort('blockedbyclient')
-    else request.continue()
   })
   page.on('console', (message) => { if (message.type() === 'error') problems.push(message.text()) })
   page.on('pageerror', (error) => problems.push(error.message))
@@ -133,18 +88,11 @@ try {
   check(apiCalls.length === 1 && apiCalls[0].authorization === `Bearer ${token}`, 'the page sent the token as Authorization: Bearer', `${apiCalls.length} calls`)
 
   // The page from its top down to the answer on screen.
-  const screenshot = join(tmpdir(), `docs-page-${process.pid}.png`)
   const answerBottom = await page.$eval(`${operation('/api/private-scoped')} .live-responses-table tbody`, (answer) => answer.getBoundingClientRect().bottom + window.scrollY)
-  await page.screenshot({ path: screenshot, clip: { x: 0, y: 0, width: 1280, height: Math.ceil(answerBottom) + 16 }, captureBeyondViewport: true })
-  console.log(`screenshot: ${screenshot} (${Math.round(statSync(screenshot).size / 1024)} KB)`)
-  if (process.argv.includes('--update-screenshot')) {
-    const small = statSync(screenshot).size < README_SCREENSHOT_MAX_BYTES
-    if (check(small, `the screenshot is under ${README_SCREENSHOT_MAX_BYTES / 1024} KB for the README`)) {
-      mkdirSync(join(ROOT, 'docs', 'screenshots'), { recursive: true })
-      copyFileSync(screenshot, README_SCREENSHOT)
-      console.log(`README screenshot: ${README_SCREENSHOT}`)
-    }
-  }
+  await saveScreenshot(page, {
+    name: 'docs-page', height: Math.ceil(answerBottom) + 16,
+    update: process.argv.includes('--update-screenshot'), readme: README_SCREENSHOT, maxBytes: README_SCREENSHOT_MAX_BYTES,
+  })
 
   const outside = requested.filter((url) => !isLocal(url))
   check(requested.length > 0 && outside.length === 0, 'no request left 127.0.0.1/localhost', `${requested.length} requests${outside.length ? `; outside: ${outside.join(', ')}` : ''}`)
