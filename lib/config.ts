@@ -51,7 +51,7 @@ const EnvSchema = Type.Object({
   KEEP_ALIVE_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 72_000 }),
   MAX_HEADER_SIZE: Type.Integer({ minimum: 4096, maximum: 65_536, default: 16_384 }),
   AUTH0_MAX_TOKEN_LENGTH: Type.Integer({ minimum: 256, maximum: 65_536, default: 8192 }),
-  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 100 }),
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 15 }),
   OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
   OVERLOAD_RETRY_AFTER_SEC: Type.Integer({ minimum: 1, maximum: 600, default: 2 }),
   METRICS_PORT: Type.String({ pattern: '^(\\d{1,5}|off)$', default: '9464' }),

@@ -29,7 +29,7 @@ t.test('defaults: the dev issuer, on 127.0.0.1:3000', async (t) => {
     keepAliveTimeoutMs: 72_000,
     maxHeaderSize: 16_384,
     maxTokenLength: 8192,
-    overload: { maxEventLoopDelayMs: 100, maxEventLoopUtilization: 0, retryAfterSec: 2 },
+    overload: { maxEventLoopDelayMs: 15, maxEventLoopUtilization: 0, retryAfterSec: 2 },
     metricsPort: 9464,
     metricsRequestDuration: false,
     accessLog: false,
