@@ -94,23 +94,18 @@ async function warmHotTokens (lab, service) {
 }
 
 /**
- * The service's event-loop delay p99 over `body`, in ms: prom-client's `nodejs_eventloop_lag_p99_seconds`
- * when the service has its metrics listener, else the p99 latency of a control client asking /health
- * 100 times a second (an upper bound: it adds a loopback round trip).
+ * The service's event-loop delay p99 over `body`, in ms: prom-client's `nodejs_eventloop_lag_p99_seconds`,
+ * whose histogram each scrape resets, so that a scrape before `body` leaves it measuring `body` alone.
  */
-async function eventLoopDelayDuring (lab, service, durationMs, body) {
-  const hasMetrics = metricValue(await service.metrics(), 'nodejs_eventloop_lag_p99_seconds') !== undefined
-  const control = lab.load.run({ port: service.port, rate: 100, durationMs, connections: 2, requests: [request('/health')] })
+async function eventLoopDelayDuring (service, body) {
+  await service.metrics()
   const outcome = await body()
-  const controlResult = await control
-  const metric = hasMetrics ? metricValue(await service.metrics(), 'nodejs_eventloop_lag_p99_seconds') * 1000 : undefined
-  return { outcome, delayP99Ms: round(metric ?? controlResult.p99, 1), source: hasMetrics ? 'nodejs_eventloop_lag_p99_seconds' : 'control client /health p99', control: controlResult }
+  return { outcome, delayP99Ms: round(metricValue(await service.metrics(), 'nodejs_eventloop_lag_p99_seconds') * 1000, 1) }
 }
 
-/** Entries in the verified-token and rejection caches, from the metrics (undefined without them). */
+/** Entries in the verified-token and rejection caches, from the metrics (NaN without them, which no check passes). */
 function cacheEntries (metrics) {
-  const [verified, rejected] = ['auth_token_cache_entries', 'auth_rejection_cache_entries'].map((name) => metricValue(metrics, name))
-  return verified === undefined ? undefined : verified + (rejected ?? 0)
+  return metricValue(metrics, 'auth_token_cache_entries') + metricValue(metrics, 'auth_rejection_cache_entries')
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -189,16 +184,16 @@ async function hangingIssuer (lab) {
   issuer.resetCounters()
   return withService(lab, issuer, { JWKS_TIMEOUT_MS: String(deadlineMs) }, async (service) => {
     const connectionsBefore = issuer.connections
-    const { outcome: result, delayP99Ms, source } = await eventLoopDelayDuring(lab, service, deadlineMs + 1000, () =>
+    const { outcome: result, delayP99Ms } = await eventLoopDelayDuring(service, () =>
       lab.load.run({ port: service.port, rate: 10_000, count: 100, durationMs: 10, connections: 100, maxConnections: 100, timeoutMs: 5000, requests: lab.hot.slice(0, 10).map((token) => request('/api/private', token)) }))
     const newConnections = issuer.connections - connectionsBefore
     const all503 = result.answered === 100 && (result.codes['503 jwks_unavailable'] ?? 0) === 100 && result.retryAfterMissing === 0
     return {
-      figures: { answered: result.answered, codes: result.codes, maxLatencyMs: result.max, issuerConnections: issuer.connections, maxOpenIssuerConnections: issuer.maxOpenConnections, eventLoopDelayP99Ms: delayP99Ms, eventLoopDelaySource: source },
+      figures: { answered: result.answered, codes: result.codes, maxLatencyMs: result.max, issuerConnections: issuer.connections, maxOpenIssuerConnections: issuer.maxOpenConnections, eventLoopDelayP99Ms: delayP99Ms },
       checks: [
         check('one issuer connection for 100 concurrent cold requests', issuer.maxOpenConnections <= 1 && newConnections <= 1, `${issuer.connections} connections in all, ${newConnections} during the burst, at most ${issuer.maxOpenConnections} open`),
         check('all answered 503 jwks_unavailable with Retry-After within the deadline + 0.5 s', all503 && result.max <= deadlineMs + 500, `${JSON.stringify(result.codes)}, slowest ${result.max} ms (bound ${deadlineMs + 500})`),
-        check('event-loop delay p99 under 20 ms meanwhile', delayP99Ms < 20, `${delayP99Ms} ms (${source})`),
+        check('event-loop delay p99 under 20 ms meanwhile', delayP99Ms < 20, `${delayP99Ms} ms (nodejs_eventloop_lag_p99_seconds)`),
       ],
     }
   }, { waitFor: '/health' })
@@ -301,7 +296,7 @@ async function headerLimits (lab) {
       checks: [
         check(`headers over MAX_HEADER_SIZE (${maxHeaderSize}): 431 in the contract's JSON, connection closed`, all431, tooLarge.map(({ response }) => response.split('\r\n')[0]).join('; ')),
         check('junk under the limit: all 401, refused by length before any decoding or lookup', (junkRun.codes['401 invalid_token'] ?? 0) === junkRun.issued && lengthRefusal?.message === 'Token is longer than this API accepts' && statuses(shortJunk.response)[0] === 401 && fetches === 0, `${JSON.stringify(junkRun.codes)} of ${junkRun.issued}; "${lengthRefusal?.message}"; short junk ${statuses(shortJunk.response)[0]}; ${fetches} key fetches`),
-        check('nothing remembered: no new cache entry after 4,000 distinct junk headers (the metrics\' auth_token_cache_entries + auth_rejection_cache_entries)', cachedBefore !== undefined && cachedAfter === cachedBefore, `${cachedBefore} → ${cachedAfter} entries (RSS +${round(rssGrowthMiB, 1)} MiB, garbage not yet collected)`),
+        check('nothing remembered: no new cache entry after 4,000 distinct junk headers (the metrics\' auth_token_cache_entries + auth_rejection_cache_entries)', cachedAfter === cachedBefore, `${cachedBefore} → ${cachedAfter} entries (RSS +${round(rssGrowthMiB, 1)} MiB, garbage not yet collected)`),
         check('duplicate Authorization headers: 401 invalid_header', statuses(duplicate.response)[0] === 401 && body(duplicate.response)?.code === 'invalid_header', duplicate.response.split('\r\n')[0]),
       ],
     }
@@ -441,9 +436,9 @@ async function memory (lab, { kind, durationMs = 300_000 }) {
       samples.push(service.rssBytes() / 2 ** 20)
       if (samples.length % 10 === 0) {
         const metrics = await service.metrics()
-        caches.entries = Math.max(caches.entries, metricValue(metrics, 'auth_token_cache_entries') ?? NaN)
-        caches.bytes = Math.max(caches.bytes, metricValue(metrics, 'auth_token_cache_bytes') ?? NaN)
-        caches.rejections = Math.max(caches.rejections, metricValue(metrics, 'auth_rejection_cache_entries') ?? NaN)
+        caches.entries = Math.max(caches.entries, metricValue(metrics, 'auth_token_cache_entries'))
+        caches.bytes = Math.max(caches.bytes, metricValue(metrics, 'auth_token_cache_bytes'))
+        caches.rejections = Math.max(caches.rejections, metricValue(metrics, 'auth_rejection_cache_entries'))
       }
       await sleep(1000)
     }
@@ -464,7 +459,7 @@ async function memory (lab, { kind, durationMs = 300_000 }) {
       checks: [
         check(`${kind}: RSS growth after the first 30 s within 32 MiB (peak of the last minute against the first)`, growth <= 32, `${round(growth, 1)} MiB (${round(afterWarmUp[0])} MiB at 30 s, peak ${round(Math.max(...afterWarmUp))} MiB)`),
         check(`${kind}: no upward trend after GC (floors of 30 s windows: last three at most 8 MiB over the first three)`, trend <= 8, `${round(trend, 1)} MiB; floors ${floors.map((floor) => round(floor)).join(', ')} MiB`),
-        check(`${kind}: caches within their bounds (10,000 tokens and 8 MiB; 1,000 rejections)`, caches.entries <= 10_000 && caches.bytes <= 8 * 2 ** 20 && caches.rejections <= 1000, Number.isNaN(caches.entries) ? 'no metrics' : `at most ${caches.entries} tokens, ${round(caches.bytes / 2 ** 20, 1)} MiB, ${caches.rejections} rejections`),
+        check(`${kind}: caches within their bounds (10,000 tokens and 8 MiB; 1,000 rejections)`, caches.entries <= 10_000 && caches.bytes <= 8 * 2 ** 20 && caches.rejections <= 1000, `at most ${caches.entries} tokens, ${round(caches.bytes / 2 ** 20, 1)} MiB, ${caches.rejections} rejections`),
         check(`${kind}: answers as expected, nothing lost beyond 0.1%`, unexpectedCodes(result, expected).length === 0 && (kind === 'junk' || non2xx === 0) && lost <= result.issued / 1000, `${result.issued} requests: ${JSON.stringify(result.codes)}, ${lost} lost`),
       ],
     }
@@ -538,16 +533,17 @@ export const DRILLS = {
 
 /**
  * Runs the drills of the given sets (`test`, `soak`; `only`: names containing one of these), one after the
- * other on one lab, each within `limitMs`; calls `onCalibration` with C and its steps once measured, and
- * `onResult` with each drill's result as it ends.
+ * other on one lab, each within `limitMs`; calls `onPlan` with their names first, `onCalibration` with C
+ * and its steps once measured, and `onResult` with each drill's result as it ends.
  * A drill that throws or overruns is a failed check; an overrun ends the run (its processes with it).
  */
-export async function runDrills (sets, { only = [], limitMs, onResult = () => {}, onCalibration } = {}) {
+export async function runDrills (sets, { only = [], limitMs, onPlan = () => {}, onResult = () => {}, onCalibration } = {}) {
+  const planned = Object.entries(DRILLS).filter(([name, drill]) => sets.includes(drill.where) && (only.length === 0 || only.some((part) => name.includes(part))))
+  onPlan(planned.map(([name]) => name))
   const lab = await Lab.start({ onCalibration })
   const results = []
   try {
-    for (const [name, drill] of Object.entries(DRILLS)) {
-      if (!sets.includes(drill.where) || (only.length > 0 && !only.some((part) => name.includes(part)))) continue
+    for (const [name, drill] of planned) {
       const started = Date.now()
       let timer
       const overrun = new Promise((resolve) => { timer = setTimeout(() => resolve('overrun'), limitMs) })

@@ -8,9 +8,10 @@ import { once } from 'node:events'
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
 import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { createServer } from 'node:http'
-import { connect, createServer as createTcpServer } from 'node:net'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from '../test/helpers/podman.mjs'
 
 export const ROOT = join(import.meta.dirname, '..')
 export const AUDIENCE = 'https://api.drills.test'
@@ -213,14 +214,6 @@ export function interleave (a, b) {
 
 // ---------------------------------------------------------------------------------------------------------
 // The service
-
-async function freePort () {
-  const server = createTcpServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 /**
  * Starts `node dist/server.js` as production runs it (NODE_ENV=production, LOG_LEVEL=warn) against

@@ -1,5 +1,6 @@
 // `node drills/run.mjs [name ...]`: the drills that npm test runs (test/drills.test.mjs starts this with
-// --json and reads a JSON line per drill, the calibration first); by hand, a readable line per check.
+// --json and reads JSON lines: the drills planned, the calibration, then one per drill); by hand, a
+// readable line per check.
 // Names pick drills by a part of their name, e.g. `node drills/run.mjs smuggling slowloris`.
 import { describe, runDrills } from './drills.mjs'
 import { ensureBuilt } from './harness.mjs'
@@ -10,6 +11,7 @@ ensureBuilt()
 const { results } = await runDrills(['test'], {
   only,
   limitMs: 90_000,
+  onPlan: (planned) => console.log(json ? JSON.stringify({ planned }) : `drills: ${planned.join(', ')}`),
   onResult: (result) => console.log(json ? JSON.stringify(result) : describe(result)),
   onCalibration: (calibration) => {
     console.log(json ? JSON.stringify({ calibration }) : `C = ${calibration.capacity}/s: ${JSON.stringify(calibration.steps)}`)

@@ -1,5 +1,6 @@
 // What the podman tests share (`npm run test:container`, `npm run test:kube`): the pass/fail count they
-// print, podman itself, and plain HTTP against the service on the host network.
+// print, podman itself, and plain HTTP against the service on the host network (and a free port, which the
+// drills take too).
 import { execFile } from 'node:child_process'
 import http from 'node:http'
 import { createServer } from 'node:net'
