@@ -189,7 +189,7 @@ async function hangingIssuer (lab) {
     const newConnections = issuer.connections - connectionsBefore
     const all503 = result.answered === 100 && (result.codes['503 jwks_unavailable'] ?? 0) === 100 && result.retryAfterMissing === 0
     return {
-      figures: { answered: result.answered, codes: result.codes, maxLatencyMs: result.max, issuerConnections: issuer.connections, maxOpenIssuerConnections: issuer.maxOpenConnections, eventLoopDelayP99Ms: delayP99Ms },
+      figures: { answered: result.answered, codes: result.codes, lost: { unsent: result.unsent, timeouts: result.timeouts, errors: result.errors }, maxLatencyMs: result.max, issuerConnections: issuer.connections, maxOpenIssuerConnections: issuer.maxOpenConnections, eventLoopDelayP99Ms: delayP99Ms },
       checks: [
         check('one issuer connection for 100 concurrent cold requests', issuer.maxOpenConnections <= 1 && newConnections <= 1, `${issuer.connections} connections in all, ${newConnections} during the burst, at most ${issuer.maxOpenConnections} open`),
         check('all answered 503 jwks_unavailable with Retry-After within the deadline + 0.5 s', all503 && result.max <= deadlineMs + 500, `${JSON.stringify(result.codes)}, slowest ${result.max} ms (bound ${deadlineMs + 500})`),

@@ -1,3 +1,5 @@
+import { runInNewContext } from 'node:vm'
+import { setFlagsFromString } from 'node:v8'
 import t from 'tap'
 import { KeySource } from '../lib/keys/key-source.js'
 import { buildApp, bearer, startIssuer } from './helpers/app.js'
@@ -85,6 +87,26 @@ t.test('a hanging issuer never holds a lookup past the deadline', async (t) => {
   t.ok(errors.every((error) => error.code === 'jwks_unavailable'))
   t.ok(elapsed >= TIMEOUT_MS - 50 && elapsed < TIMEOUT_MS + 1000, `all answered within deadline + 1 s (${elapsed} ms)`)
   t.equal(issuer.requests, 1, 'one fetch in flight at a time')
+})
+
+t.test('the deadline holds while the garbage collector runs (Node 20\'s AbortSignal.any let a timeout signal be collected)', async (t) => {
+  setFlagsFromString('--expose-gc')
+  const collectGarbage = runInNewContext('gc') as () => void
+  const issuer = await startIssuer(t)
+  const source = keySource(t, issuer)
+  issuer.mode = 'hang'
+  const started = Date.now()
+  const pending = failure(source.getKey(header('kid')))
+  let settled = false
+  void pending.finally(() => { settled = true })
+  while (!settled && Date.now() - started < TIMEOUT_MS + 2000) {
+    collectGarbage()
+    await sleep(20)
+  }
+  t.ok(settled, `answered within deadline + 2 s while collecting (${Date.now() - started} ms)`)
+  if (settled) {
+    t.equal((await pending).code, 'jwks_unavailable')
+  }
 })
 
 t.test('lookups arriving during a slow fetch wait for it and get their keys from it', async (t) => {

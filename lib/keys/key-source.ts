@@ -206,7 +206,11 @@ export class KeySource {
   }
 
   async #fetchKeySet (fetchNumber: number): Promise<void> {
-    const signal = AbortSignal.any([AbortSignal.timeout(this.#options.fetchTimeoutMs), this.#closing.signal])
+    // Not AbortSignal.timeout: inside AbortSignal.any, Node 20 may collect it before it fires (nodejs/node#57736),
+    // and a hanging issuer would then hold lookups for good. This timer holds its controller until cleared.
+    const deadline = new AbortController()
+    const timer = setTimeout(() => deadline.abort(new DOMException('The fetch took too long', 'TimeoutError')), this.#options.fetchTimeoutMs)
+    const signal = AbortSignal.any([deadline.signal, this.#closing.signal])
     const request = { dispatcher: this.#dispatcher, signal, maxBytes: MAX_DOCUMENT_BYTES }
     const started = performance.now()
     const report = (ok: boolean): void => this.#options.onFetch?.({ issuer: this.issuer, ok, seconds: (performance.now() - started) / 1000 })
@@ -233,6 +237,8 @@ export class KeySource {
         this.#failed(error)
         report(false)
       }
+    } finally {
+      clearTimeout(timer)
     }
   }
 
