@@ -95,39 +95,74 @@ t.test('two Authorization headers: one fixed answer, 401 invalid_header, and no 
   t.match(response, /^HTTP\/1\.1 200 /, 'the same token alone passes (its key is in hand)')
 })
 
-t.test('overload is shed with 503 overloaded and Retry-After; probes are never shed', async (t) => {
-  const issuer = await startIssuer(t)
-  const app = await buildApp(t, issuer, { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '20', OVERLOAD_RETRY_AFTER_SEC: '3' }, async (app) => {
-    app.get('/busy/:ms', async (request) => {
-      const until = Date.now() + Number((request.params as { ms: string }).ms)
-      while (Date.now() < until) {
-        // holds the event loop, as a burst past capacity would
-      }
-      return 'done'
-    })
-  })
-  const token = issuer.token()
-  const pressure = async (ms: number) => {
-    await app.inject(`/busy/${ms}`)
-    await new Promise((resolve) => setTimeout(resolve, 5)) // the sampler, held up by the busy loop, runs now
+/** Holds the event loop for `ms`, as a burst past capacity would. */
+function hold (ms: number): void {
+  const until = Date.now() + ms
+  while (Date.now() < until) {
+    // busy
   }
-  await pressure(120)
-  t.equal((await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode, 200, 'startup is not load: nothing is shed in the first 300 ms')
+}
+
+/** The first 503 of requests sent one after the other, within 5 s: the sampler needs a moment to see the load. */
+async function firstShed (send: () => Promise<Response>): Promise<Response | undefined> {
+  for (const until = Date.now() + 5000; Date.now() < until;) {
+    const response = await send()
+    if (response.status === 503) {
+      return response
+    }
+  }
+  return undefined
+}
+
+t.test('overload is shed with 503 overloaded and Retry-After before Fastify sees the request; probes are never shed', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '20', OVERLOAD_RETRY_AFTER_SEC: '3' })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const answered: number[] = [] // statuses of /api/private
+  const get = async (path: string, headers = {}) => {
+    const response = await fetch(`http://127.0.0.1:${port}${path}`, { headers })
+    if (path === '/api/private') answered.push(response.status)
+    return response
+  }
+  const token = issuer.token()
+  hold(120)
+  t.equal((await get('/api/private', bearer(token))).status, 200, 'startup is not load: nothing is shed in the first 300 ms')
   await new Promise((resolve) => setTimeout(resolve, 300))
-  await pressure(400)
-  const shed = await app.inject({ url: '/api/private', headers: bearer(token) })
-  t.equal(shed.statusCode, 503)
-  t.equal(shed.headers['retry-after'], '3')
-  t.same(shed.json(), { statusCode: 503, error: 'Service Unavailable', code: 'overloaded', message: 'The service is overloaded: retry shortly' })
-  t.equal((await app.inject('/api/public')).statusCode, 503, 'every route is shed')
-  t.equal((await app.inject('/health')).statusCode, 200, 'liveness never fails for load')
-  t.equal((await app.inject('/ready')).statusCode, 200, 'readiness follows keys, not load')
+  const burst = setInterval(() => hold(60), 70)
+  const shed = await firstShed(() => get('/api/private', bearer(token)))
+  t.equal(shed?.status, 503)
+  t.equal(shed?.headers.get('retry-after'), '3')
+  t.ok(shed?.headers.get('x-request-id'), 'the request id is echoed on a shed request too')
+  t.same(await shed?.json(), { statusCode: 503, error: 'Service Unavailable', code: 'overloaded', message: 'The service is overloaded: retry shortly' })
+  t.equal((await get('/api/public')).status, 503, 'every route is shed')
+  t.equal((await get('/health')).status, 200, 'liveness never fails for load')
+  t.equal((await get('/health?probe=kubelet')).status, 200, 'whatever its query')
+  t.equal((await get('/ready')).status, 200, 'readiness follows keys, not load')
+  clearInterval(burst)
   let recovered = false
   for (let i = 0; i < 50 && !recovered; i++) {
     await new Promise((resolve) => setTimeout(resolve, 50))
-    recovered = (await app.inject({ url: '/api/private', headers: bearer(token) })).statusCode === 200
+    recovered = (await get('/api/private', bearer(token))).status === 200
   }
   t.ok(recovered, 'served again once the pressure is gone')
+  const metrics = await (await fetch(app.metrics.url!)).text()
+  t.match(metrics, /^http_requests_shed_total [1-9]/m, 'shed requests are counted')
+  const decided = [...metrics.matchAll(/^auth_decisions_total\{[^}]*route="\/api\/private"[^}]*\} (\d+)$/gm)].reduce((sum, [, count]) => sum + Number(count), 0)
+  t.equal(decided, answered.filter((status) => status === 200).length, 'a shed request never reached the auth hook (nor Fastify): only the served ones were decided')
+  t.ok(answered.includes(503))
+})
+
+t.test('shedding on event-loop utilisation alone (OVERLOAD_MAX_EVENT_LOOP_UTILIZATION)', async (t) => {
+  const app = await buildApp(t, undefined, { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0', OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: '0.5' })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  const burst = setInterval(() => hold(30), 40) // three quarters busy, with little delay for any one timer
+  const shed = await firstShed(() => fetch(`http://127.0.0.1:${port}/api/public`))
+  clearInterval(burst)
+  t.equal(shed?.status, 503)
+  t.match(await shed?.json(), { code: 'overloaded' })
 })
 
 t.test('readiness turns 503 when shutdown begins', async (t) => {
