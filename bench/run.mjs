@@ -1,13 +1,14 @@
 // `npm run bench`: the service (compiled, production settings, log level warn) against bare Fastify and against
 // the ideal paths (bench/baseline.mjs), scenario by scenario, in the same run, with the load generator of
 // bench/load.mjs in a process of its own. Every round starts fresh processes, then for each scenario measures
-// its targets forwards and backwards (A B C C B A), so that drift falls on all of them alike; a round's figure
+// its targets forwards and backwards (A B C C B A, each round starting from another target, once every server
+// has finished starting), so that drift falls on all of them alike; a round's figure
 // for a target is the mean of its two runs, a round's ratio compares figures of the same round, and the table
 // shows medians over rounds (and the spread of the ratio).
 // Settings: BENCH_DURATION (seconds per run, default 1), BENCH_ROUNDS (default 7), BENCH_CONNECTIONS (64),
 // BENCH_ONLY (scenario letters to run, e.g. "ad"; default all).
 // Writes bench/results.json and prints a table. The issuer is the service's own dev issuer, in this process.
-import { fork, spawn } from 'node:child_process'
+import { fork, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
@@ -57,8 +58,14 @@ const scenarios = [
 const children = new Set()
 process.on('exit', () => children.forEach((child) => child.kill()))
 
+// The servers on one core, this process and the load generator on the other (where taskset exists): left
+// to the scheduler, a run's figure depended on which of two unequal vCPUs its server landed on, and the
+// same comparison moved by 20% from round to round.
+const PINNED = cpus().length >= 2 && spawnSync('taskset', ['-pc', '0', String(process.pid)], { stdio: 'ignore' }).status === 0
+
 async function startServer (name, script, port, env = {}, service = script.endsWith('server.js')) {
-  const child = spawn(process.execPath, [script], {
+  const [command, args] = PINNED ? ['taskset', ['-c', '1', process.execPath, script]] : [process.execPath, [script]]
+  const child = spawn(command, args, {
     cwd: ROOT,
     // Production settings; the local issuer is plain http, which production accepts only on loopback and
     // only as a configured AUTH0_JWKS_URL (never from discovery).
@@ -85,6 +92,7 @@ function rssBytes (pid) {
 
 const generator = fork(join(ROOT, 'bench', 'load.mjs'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
 children.add(generator)
+if (PINNED) spawnSync('taskset', ['-pc', '0', String(generator.pid)], { stdio: 'ignore' })
 async function ask (message, reply) {
   const answer = once(generator, 'message')
   generator.send(message)
@@ -141,6 +149,21 @@ async function startServers () {
   return Object.fromEntries(servers.map((server) => [server.name, server]))
 }
 
+/**
+ * Until the servers have finished starting (loading, compiling, the first key fetch), at most 10 s: the
+ * first server warmed up while the others were still starting on its core ran about 15% slower for its
+ * whole life, and that server was always the service.
+ */
+async function settled (servers) {
+  const pids = Object.values(servers).map((server) => server.child.pid)
+  const busyTicks = () => pids.reduce((sum, pid) => sum + cpuTicks(pid), 0)
+  for (let waited = 0; waited < 10_000; waited += 250) {
+    const before = busyTicks()
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    if (busyTicks() - before <= 1) return
+  }
+}
+
 async function stopServers (servers) {
   await Promise.all(Object.values(servers).map((server) => {
     server.child.kill('SIGTERM')
@@ -153,13 +176,16 @@ const roundsOf = new Map(scenarios.map((scenario) => [scenario, []]))
 try {
   for (let round = 0; round < ROUNDS; round++) {
     const servers = await startServers()
+    await settled(servers)
     try {
       for (const scenario of scenarios) {
         await ask({ type: 'prepare', requests: requestsOf.get(scenario) }, 'prepared')
         const targets = [...new Set(['service', ...(scenario.variants ?? []), 'bare', scenario.floor])].map((name) => servers[name])
         for (const server of targets) await measure(server, scenario, 0.5) // warm-up, not counted
         const runs = Object.fromEntries(targets.map((server) => [server.name, []]))
-        for (const server of [...targets, ...[...targets].reverse()]) {
+        // Each round starts from another target, so that none always has the first and last runs.
+        const order = targets.map((_, i) => targets[(i + round) % targets.length])
+        for (const server of [...order, ...[...order].reverse()]) {
           runs[server.name].push(await measure(server, scenario, DURATION))
         }
         roundsOf.get(scenario).push(Object.fromEntries(targets.map((server) => [server.name, mean(runs[server.name])])))
@@ -198,11 +224,11 @@ const results = scenarios.flatMap((scenario) => {
 })
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`
-const settings = { durationSeconds: DURATION, rounds: ROUNDS, connections: CONNECTIONS }
+const settings = { durationSeconds: DURATION, rounds: ROUNDS, connections: CONNECTIONS, pinned: PINNED }
 writeFileSync(join(ROOT, 'bench', 'results.json'), `${JSON.stringify({ date: new Date().toISOString(), machine, settings, results }, null, 2)}\n`)
 
 const fixed = (value, digits = 0) => value.toFixed(digits)
-console.log(`\n${machine}; ${CONNECTIONS} connections, ${DURATION} s runs, ${ROUNDS} ABBA rounds, medians\n`)
+console.log(`\n${machine}; ${CONNECTIONS} connections, ${DURATION} s runs, ${ROUNDS} ABBA rounds, medians${PINNED ? '; servers on CPU 1, load generator on CPU 0' : ''}\n`)
 const header = '| scenario | req/s: service / floor / bare | ratio to floor (target) | met | spread | ratio to bare | p99 ms: service / floor | CPU µs/req: service / floor / bare | generator CPU µs/req | wrong answers | peak RSS MB |'
 console.log(header)
 console.log(header.replace(/[^|]+/g, ' --- '))
