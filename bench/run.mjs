@@ -117,6 +117,10 @@ async function measure (server, scenario, seconds) {
   clearInterval(sampler)
   const expected = server.service ? scenario.status : 200 // baselines never refuse a bad signature
   const unexpected = Object.entries(result.statuses).reduce((sum, [status, count]) => sum + (Number(status) === expected ? 0 : count), 0)
+  if (unexpected + result.errors > 0) {
+    const statuses = Object.fromEntries(Object.entries(result.statuses).filter(([status]) => Number(status) !== expected))
+    console.log(`(${scenario.id}) ${server.name}: unexpected answers ${JSON.stringify({ ...statuses, errors: result.errors })}`)
+  }
   return {
     rps: result.requests / (result.elapsedMs / 1000),
     p50: result.p50,
