@@ -7,13 +7,10 @@ import type { Duplex } from 'node:stream'
 import type { Config } from './lib/config.js'
 import { AuthError } from './lib/errors.js'
 import { loggingOptions } from './lib/logging.js'
-import { OverloadGate } from './lib/overload-gate.js'
 import { requestId } from './lib/request-id.js'
 
 export interface AppOptions {
   config: Config
-  /** Shedding, decided by plugins/overload.ts and done in the server's request listener. */
-  gate: OverloadGate
 }
 
 /** The application: plugins/ (cross-cutting, ordered by their declared dependencies), then routes/. */
@@ -40,13 +37,12 @@ export default async function app (fastify: FastifyInstance, options: AppOptions
  * so routes added beside it get the same error handler and route-config authentication.
  */
 export async function buildServer (config: Config): Promise<FastifyInstance> {
-  const gate = new OverloadGate(config.overload.retryAfterSec)
-  const server = Fastify(serverOptions(config, gate))
-  await server.register(fp(app, { name: 'app' }), { config, gate })
+  const server = Fastify(serverOptions(config))
+  await server.register(fp(app, { name: 'app' }), { config })
   return server
 }
 
-function serverOptions (config: Config, gate: OverloadGate): FastifyHttpOptions<Server> {
+function serverOptions (config: Config): FastifyHttpOptions<Server> {
   return {
     ...loggingOptions(config, process.stdout.isTTY),
     // Nothing here takes large bodies; a client that sends one gets a 413.
@@ -73,11 +69,9 @@ function serverOptions (config: Config, gate: OverloadGate): FastifyHttpOptions<
         // one fixed answer, 401 invalid_header, before any key is fetched (Envoy's CVE-2025-64527 was a crash there).
         joinDuplicateHeaders: true,
       }, (request, response) => {
-        // Echoed on every response, set here where it costs no Fastify hook; shedding is decided here too.
+        // Echoed on every response, set here where it costs no Fastify hook.
         response.setHeader('x-request-id', requestId(request))
-        if (!gate.refused(request, response)) {
-          handler(request, response)
-        }
+        handler(request, response)
       })
       return server
     },

@@ -1,6 +1,7 @@
 import underPressure from '@fastify/under-pressure'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { AppOptions } from '../app.js'
+import { AuthError } from '../lib/errors.js'
 
 const SAMPLE_INTERVAL_MS = 100
 
@@ -12,38 +13,30 @@ declare module 'fastify' {
 }
 
 /**
- * Load shedding: past the configured event-loop delay or utilisation, a request gets `503 overloaded` with
- * Retry-After at once, in the contract's shape, instead of queueing until its client times out.
- * @fastify/under-pressure measures (every 100 ms; utilisation over that interval, not since startup); it
- * is given no thresholds, so it adds no hook to any route, and the server's request listener refuses
- * through the gate (lib/overload-gate.ts) while this plugin's sampler says so.
+ * Load shedding (@fastify/under-pressure): past the configured event-loop delay or utilisation, a request
+ * gets `503 overloaded` with Retry-After at once, in the contract's shape, instead of queueing until its
+ * client times out. Sampled every 100 ms; utilisation over that interval, not since startup.
  */
-export default fp(async function overload (app, { gate }: AppOptions) {
-  const { maxEventLoopDelayMs, maxEventLoopUtilization } = app.config.overload
-  gate.onShed = () => app.metrics.shed()
-  app.addHook('onRoute', (route) => {
-    if (route.config?.probe === true) {
-      gate.addProbe(route.url)
-    }
-  })
-  await app.register(underPressure, { sampleInterval: SAMPLE_INTERVAL_MS, eventLoopUtilizationMode: 'interval' })
-  if (maxEventLoopDelayMs === 0 && maxEventLoopUtilization === 0) {
-    return
-  }
-  const sample = (): void => {
-    const { eventLoopDelay, eventLoopUtilized } = app.memoryUsage()
-    gate.shedding = (maxEventLoopDelayMs > 0 && eventLoopDelay > maxEventLoopDelayMs) ||
-      (maxEventLoopUtilization > 0 && eventLoopUtilized > maxEventLoopUtilization)
-  }
-  let starting: NodeJS.Timeout | undefined
-  let sampler: NodeJS.Timeout | undefined
+export default fp(async function overload (app) {
+  const { maxEventLoopDelayMs, maxEventLoopUtilization, retryAfterSec } = app.config.overload
+  const shed = new AuthError('overloaded', 'The service is overloaded: retry shortly', { retryAfterSec })
   // The first samples measure startup (loading, compiling): nothing is shed until they have passed.
+  let armed = false
   app.addHook('onReady', async () => {
-    starting = setTimeout(() => { sampler = setInterval(sample, SAMPLE_INTERVAL_MS).unref() }, 3 * SAMPLE_INTERVAL_MS).unref()
+    setTimeout(() => { armed = true }, 3 * SAMPLE_INTERVAL_MS).unref()
   })
-  app.addHook('onClose', async () => {
-    clearTimeout(starting)
-    clearInterval(sampler)
-    gate.shedding = false
+  await app.register(underPressure, {
+    maxEventLoopDelay: maxEventLoopDelayMs,
+    maxEventLoopUtilization,
+    eventLoopUtilizationMode: 'interval',
+    sampleInterval: SAMPLE_INTERVAL_MS,
+    // Answered here; returning nothing lets a probe go on, while a sent reply stops every other request.
+    pressureHandler: (request: FastifyRequest, reply: FastifyReply) => {
+      if (armed && request.routeOptions.config.probe !== true) {
+        app.metrics.shed()
+        request.authOutcome = shed.code
+        reply.code(503).headers(shed.headers).send(shed.toJSON())
+      }
+    },
   })
-}, { name: 'overload', dependencies: ['config', 'metrics'] })
+}, { name: 'overload', dependencies: ['config', 'metrics', 'auth'] })

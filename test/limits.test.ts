@@ -114,7 +114,7 @@ async function firstShed (send: () => Promise<Response>): Promise<Response | und
   return undefined
 }
 
-t.test('overload is shed with 503 overloaded and Retry-After before Fastify sees the request; probes are never shed', async (t) => {
+t.test('overload is shed with 503 overloaded and Retry-After before the auth hook; probes are never shed', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer, { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '20', OVERLOAD_RETRY_AFTER_SEC: '3' })
   await app.listen({ port: 0, host: '127.0.0.1' })
@@ -149,7 +149,7 @@ t.test('overload is shed with 503 overloaded and Retry-After before Fastify sees
   const metrics = await (await fetch(app.metrics.url!)).text()
   t.match(metrics, /^http_requests_shed_total [1-9]/m, 'shed requests are counted')
   const decided = [...metrics.matchAll(/^auth_decisions_total\{[^}]*route="\/api\/private"[^}]*\} (\d+)$/gm)].reduce((sum, [, count]) => sum + Number(count), 0)
-  t.equal(decided, answered.filter((status) => status === 200).length, 'a shed request never reached the auth hook (nor Fastify): only the served ones were decided')
+  t.equal(decided, answered.filter((status) => status === 200).length, 'a shed request never reached the auth hook: only the served ones were decided')
   t.ok(answered.includes(503))
 })
 
