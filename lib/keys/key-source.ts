@@ -192,10 +192,13 @@ export class KeySource {
     throw UNKNOWN_KEY
   }
 
-  /** Fetches the key set, one fetch at a time and none during the pause after a failure. Never rejects. */
-  #refresh (): Promise<void> {
+  /**
+   * Fetches the key set, one fetch at a time and none during the pause after a failure. Never rejects.
+   * `renewal`: the timer's refresh of an old set, which asks for the metadata again too.
+   */
+  #refresh (renewal = false): Promise<void> {
     if (this.#inFlight === undefined && performance.now() >= this.#failedUntil && !this.#closing.signal.aborted) {
-      const attempt = this.#fetchKeySet(++this.#fetchesStarted)
+      const attempt = this.#fetchKeySet(++this.#fetchesStarted, renewal)
       this.#inFlight = attempt
       void attempt.then(() => {
         this.#inFlight = undefined
@@ -205,7 +208,7 @@ export class KeySource {
     return this.#inFlight ?? Promise.resolve()
   }
 
-  async #fetchKeySet (fetchNumber: number): Promise<void> {
+  async #fetchKeySet (fetchNumber: number, renewal: boolean): Promise<void> {
     // Not AbortSignal.timeout: inside AbortSignal.any, Node 20 may collect it before it fires (nodejs/node#57736),
     // and a hanging issuer would then hold lookups for good. This timer holds its controller until cleared.
     const deadline = new AbortController()
@@ -215,7 +218,7 @@ export class KeySource {
     const started = performance.now()
     const report = (ok: boolean): void => this.#options.onFetch?.({ issuer: this.issuer, ok, seconds: (performance.now() - started) / 1000 })
     try {
-      const keys = parseKeySet(await getJson(await this.#jwksUrl(request), request))
+      const keys = parseKeySet(await getJson(await this.#jwksUrl(request, renewal), request))
       if (changesKeys(this.#keys, keys)) {
         this.#version++
         this.#options.onChange?.()
@@ -242,14 +245,17 @@ export class KeySource {
     }
   }
 
-  /** The configured JWKS URL, or the discovered one (kept while discovery fails for a reason that can pass). */
-  async #jwksUrl (request: Parameters<typeof getJson>[1]): Promise<string> {
+  /**
+   * The configured JWKS URL, or the discovered one (kept while discovery fails for a reason that can pass).
+   * A renewal always asks again: by the age alone, a timer firing a moment early skipped one.
+   */
+  async #jwksUrl (request: Parameters<typeof getJson>[1], renewal: boolean): Promise<string> {
     const configured = this.#options.jwksUrl
     if (configured !== undefined) {
       return configured
     }
     const known = this.#discovered
-    if (known !== undefined && performance.now() - known.at < this.#options.keyMaxAgeMs) {
+    if (known !== undefined && !renewal && performance.now() - known.at < this.#options.keyMaxAgeMs) {
       return known.jwksUri
     }
     try {
@@ -284,7 +290,7 @@ export class KeySource {
     const dueAt = Math.max(this.#fetchedAt + this.#options.keyMaxAgeMs, this.#failedUntil)
     this.#timer = setTimeout(() => {
       this.#failedUntil = 0 // the pause is over: a timer may fire a moment before the clock says so
-      void this.#refresh()
+      void this.#refresh(true)
     }, Math.max(0, dueAt - performance.now())).unref()
   }
 
