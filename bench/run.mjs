@@ -61,7 +61,8 @@ process.on('exit', () => children.forEach((child) => child.kill()))
 // The servers on one core, this process and the load generator on the other (where taskset exists): left
 // to the scheduler, a run's figure depended on which of two unequal vCPUs its server landed on, and the
 // same comparison moved by 20% from round to round.
-const PINNED = cpus().length >= 2 && spawnSync('taskset', ['-pc', '0', String(process.pid)], { stdio: 'ignore' }).status === 0
+const pin = (pid, cpu) => spawnSync('taskset', ['-pc', String(cpu), String(pid)], { stdio: 'ignore' }).status === 0
+const PINNED = cpus().length >= 2 && pin(process.pid, 0)
 
 async function startServer (name, script, port, env = {}, service = script.endsWith('server.js')) {
   const [command, args] = PINNED ? ['taskset', ['-c', '1', process.execPath, script]] : [process.execPath, [script]]
@@ -92,7 +93,7 @@ function rssBytes (pid) {
 
 const generator = fork(join(ROOT, 'bench', 'load.mjs'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
 children.add(generator)
-if (PINNED) spawnSync('taskset', ['-pc', '0', String(generator.pid)], { stdio: 'ignore' })
+if (PINNED) pin(generator.pid, 0)
 async function ask (message, reply) {
   const answer = once(generator, 'message')
   generator.send(message)

@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { buildApp, bearer, keysLoaded, startIssuer } from './helpers/app.js'
 
 // Every server limit is finite, and each is tried for real over raw sockets.
@@ -103,6 +103,14 @@ function hold (ms: number): void {
   }
 }
 
+/** Holds the event loop for `ms` of every `everyMs` until stopped (or the test ends, whatever fails first). */
+function burst (t: Test, ms: number, everyMs: number): () => void {
+  const timer = setInterval(() => hold(ms), everyMs)
+  const stop = () => clearInterval(timer)
+  t.teardown(stop)
+  return stop
+}
+
 /** The first 503 of requests sent one after the other, within 5 s: the sampler needs a moment to see the load. */
 async function firstShed (send: () => Promise<Response>): Promise<Response | undefined> {
   for (const until = Date.now() + 5000; Date.now() < until;) {
@@ -129,7 +137,7 @@ t.test('overload is shed with 503 overloaded and Retry-After before the auth hoo
   hold(120)
   t.equal((await get('/api/private', bearer(token))).status, 200, 'startup is not load: nothing is shed in the first 300 ms')
   await new Promise((resolve) => setTimeout(resolve, 300))
-  const burst = setInterval(() => hold(60), 70)
+  const stopBurst = burst(t, 60, 70)
   const shed = await firstShed(() => get('/api/private', bearer(token)))
   t.equal(shed?.status, 503)
   t.equal(shed?.headers.get('retry-after'), '3')
@@ -139,7 +147,7 @@ t.test('overload is shed with 503 overloaded and Retry-After before the auth hoo
   t.equal((await get('/health')).status, 200, 'liveness never fails for load')
   t.equal((await get('/health?probe=kubelet')).status, 200, 'whatever its query')
   t.equal((await get('/ready')).status, 200, 'readiness follows keys, not load')
-  clearInterval(burst)
+  stopBurst()
   let recovered = false
   for (let i = 0; i < 50 && !recovered; i++) {
     await new Promise((resolve) => setTimeout(resolve, 50))
@@ -150,7 +158,6 @@ t.test('overload is shed with 503 overloaded and Retry-After before the auth hoo
   t.match(metrics, /^http_requests_shed_total [1-9]/m, 'shed requests are counted')
   const decided = [...metrics.matchAll(/^auth_decisions_total\{[^}]*route="\/api\/private"[^}]*\} (\d+)$/gm)].reduce((sum, [, count]) => sum + Number(count), 0)
   t.equal(decided, answered.filter((status) => status === 200).length, 'a shed request never reached the auth hook: only the served ones were decided')
-  t.ok(answered.includes(503))
 })
 
 t.test('shedding on event-loop utilisation alone (OVERLOAD_MAX_EVENT_LOOP_UTILIZATION)', async (t) => {
@@ -158,9 +165,9 @@ t.test('shedding on event-loop utilisation alone (OVERLOAD_MAX_EVENT_LOOP_UTILIZ
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }
   await new Promise((resolve) => setTimeout(resolve, 300))
-  const burst = setInterval(() => hold(30), 40) // three quarters busy, with little delay for any one timer
+  const stopBurst = burst(t, 30, 40) // three quarters busy, with little delay for any one timer
   const shed = await firstShed(() => fetch(`http://127.0.0.1:${port}/api/public`))
-  clearInterval(burst)
+  stopBurst()
   t.equal(shed?.status, 503)
   t.match(await shed?.json(), { code: 'overloaded' })
 })
