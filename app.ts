@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream'
 import type { Config } from './lib/config.js'
 import { AuthError } from './lib/errors.js'
 import { loggingOptions } from './lib/logging.js'
-import { requestId } from './lib/request-id.js'
+import { RequestIdResponse, requestId } from './lib/request-id.js'
 
 export interface AppOptions {
   config: Config
@@ -56,25 +56,20 @@ function serverOptions (config: Config): FastifyHttpOptions<Server> {
     clientErrorHandler,
     // The log's request id is the one the response carries: an incoming X-Request-Id when safe, else ours.
     genReqId: requestId,
-    serverFactory: (handler) => {
-      const server = createServer({
-        // Every limit finite: a client that trickles its headers or its request is cut off instead of
-        // holding a socket (Node checks both every second), and idle keep-alive connections end.
-        headersTimeout: config.headersTimeoutMs,
-        requestTimeout: config.requestTimeoutMs,
-        keepAliveTimeout: config.keepAliveTimeoutMs,
-        connectionsCheckingInterval: 1000,
-        maxHeaderSize: config.maxHeaderSize,
-        // Two Authorization (or DPoP) headers arrive joined by a comma, which no credentials parser accepts:
-        // one fixed answer, 401 invalid_header, before any key is fetched (Envoy's CVE-2025-64527 was a crash there).
-        joinDuplicateHeaders: true,
-      }, (request, response) => {
-        // Echoed on every response, set here where it costs no Fastify hook.
-        response.setHeader('x-request-id', requestId(request))
-        handler(request, response)
-      })
-      return server
-    },
+    serverFactory: (handler) => createServer({
+      // Every limit finite: a client that trickles its headers or its request is cut off instead of
+      // holding a socket (Node checks both every second), and idle keep-alive connections end.
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: config.requestTimeoutMs,
+      keepAliveTimeout: config.keepAliveTimeoutMs,
+      connectionsCheckingInterval: 1000,
+      maxHeaderSize: config.maxHeaderSize,
+      // Two Authorization (or DPoP) headers arrive joined by a comma, which no credentials parser accepts:
+      // one fixed answer, 401 invalid_header, before any key is fetched (Envoy's CVE-2025-64527 was a crash there).
+      joinDuplicateHeaders: true,
+      // Every response echoes the request id, at no cost of a Fastify hook.
+      ServerResponse: RequestIdResponse,
+    }, handler),
   }
 }
 

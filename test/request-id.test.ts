@@ -1,0 +1,44 @@
+import type { FastifyInstance } from 'fastify'
+import t from 'tap'
+import { buildApp } from './helpers/app.js'
+
+// Every response over HTTP carries its request's id, however it was written: by Fastify, by a stream, or
+// by a route on the raw response. It is always the request's own, the one its log lines carry.
+
+const ID = /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/
+const SHARED = { 'content-type': 'text/plain' }
+
+t.test('X-Request-Id on every response, written any way', async (t) => {
+  const app = await buildApp(t, undefined, {}, async (routes: FastifyInstance) => {
+    routes.get('/own', (_request, reply) => reply.header('x-request-id', 'set-by-route').send('ok'))
+    routes.get('/raw/reason', (_request, reply) => { reply.hijack(); reply.raw.writeHead(200, 'Fine', { 'content-type': 'text/plain' }).end('ok') })
+    routes.get('/raw/array', (_request, reply) => { reply.hijack(); reply.raw.writeHead(200, ['content-type', 'text/plain']).end('ok') })
+    routes.get('/raw/frozen', (_request, reply) => { reply.hijack(); reply.raw.writeHead(200, Object.freeze({ 'content-type': 'text/plain' })).end('ok') })
+    routes.get('/raw/implicit', (_request, reply) => { reply.hijack(); reply.raw.end('ok') })
+    routes.get('/raw/own', (_request, reply) => { reply.hijack(); reply.raw.setHeader('x-request-id', 'set-by-route'); reply.raw.writeHead(200, ['content-type', 'text/plain']).end('ok') })
+    routes.get('/raw/shared', (_request, reply) => { reply.hijack(); reply.raw.writeHead(200, SHARED).end('ok') })
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const idOf = async (path: string, headers: Record<string, string> = {}) => {
+    const response = await fetch(`${base}${path}`, { headers })
+    await response.arrayBuffer()
+    return response.headers.get('x-request-id')
+  }
+
+  const paths = ['/api/public', '/api/private', '/no-such-route', '/docs/static/index.css', '/raw/reason', '/raw/array', '/raw/frozen', '/raw/implicit']
+  const ids = await Promise.all(paths.map((path) => idOf(path)))
+  paths.forEach((path, i) => t.match(ids[i], ID, `${path}: ours`))
+  t.equal(new Set(ids).size, paths.length, 'each request its own')
+  for (const path of paths) {
+    t.equal(await idOf(path, { 'x-request-id': 'trace-1' }), 'trace-1', `${path}: the caller's, echoed`)
+  }
+  // fetch joins a repeated header with commas: each of these is one id.
+  t.match(await idOf('/own'), ID, 'a route\'s own id gives way to the request\'s')
+  t.match(await idOf('/raw/own'), ID, 'also on the raw response')
+  const first = await idOf('/raw/shared')
+  t.equal(await idOf('/raw/shared', { 'x-request-id': 'trace-2' }), 'trace-2', 'a header object a route reuses carries no earlier request\'s id')
+  const third = await idOf('/raw/shared')
+  t.match(third, ID)
+  t.not(third, first, 'nor any later')
+})
