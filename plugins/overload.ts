@@ -1,7 +1,6 @@
-import underPressure from '@fastify/under-pressure'
-import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AuthError } from '../lib/errors.js'
+import { EventLoopLoad } from '../lib/event-loop-load.js'
 
 const SAMPLE_INTERVAL_MS = 100
 
@@ -13,30 +12,43 @@ declare module 'fastify' {
 }
 
 /**
- * Load shedding (@fastify/under-pressure): past the configured event-loop delay or utilisation, a request
- * gets `503 overloaded` with Retry-After at once, in the contract's shape, instead of queueing until its
- * client times out. Sampled every 100 ms; utilisation over that interval, not since startup.
+ * Load shedding: past the configured event-loop delay or utilisation, a request gets `503 overloaded` with
+ * Retry-After at once, in the contract's shape, instead of queueing until its client times out. Sampled
+ * every 100 ms; both measures over that interval, not since startup. A request pays one flag check: the
+ * route's config is read only while shedding (@fastify/under-pressure's hook read it on every request).
  */
 export default fp(async function overload (app) {
   const { maxEventLoopDelayMs, maxEventLoopUtilization, retryAfterSec } = app.config.overload
-  const shed = new AuthError('overloaded', 'The service is overloaded: retry shortly', { retryAfterSec })
-  // The first samples measure startup (loading, compiling): nothing is shed until they have passed.
-  let armed = false
+  if (maxEventLoopDelayMs === 0 && maxEventLoopUtilization === 0) {
+    return
+  }
+  const refusal = new AuthError('overloaded', 'The service is overloaded: retry shortly', { retryAfterSec })
+  const load = new EventLoopLoad()
+  let overloaded = false
+  let sampler: NodeJS.Timeout | undefined
+  const sample = (): void => {
+    load.sample()
+    overloaded = (maxEventLoopDelayMs > 0 && load.delayMs > maxEventLoopDelayMs) ||
+      (maxEventLoopUtilization > 0 && load.utilization > maxEventLoopUtilization)
+  }
+  // The first 300 ms measure startup (loading, compiling), not load: nothing is shed until they have passed.
   app.addHook('onReady', async () => {
-    setTimeout(() => { armed = true }, 3 * SAMPLE_INTERVAL_MS).unref()
+    sampler = setTimeout(() => {
+      load.sample()
+      sampler = setInterval(sample, SAMPLE_INTERVAL_MS).unref()
+    }, 3 * SAMPLE_INTERVAL_MS).unref()
   })
-  await app.register(underPressure, {
-    maxEventLoopDelay: maxEventLoopDelayMs,
-    maxEventLoopUtilization,
-    eventLoopUtilizationMode: 'interval',
-    sampleInterval: SAMPLE_INTERVAL_MS,
-    // Answered here; returning nothing lets a probe go on, while a sent reply stops every other request.
-    pressureHandler: (request: FastifyRequest, reply: FastifyReply) => {
-      if (armed && request.routeOptions.config.probe !== true) {
-        app.metrics.shed()
-        request.authOutcome = shed.code
-        reply.code(503).headers(shed.headers).send(shed.toJSON())
-      }
-    },
+  app.addHook('onClose', async () => {
+    clearTimeout(sampler)
+    load.stop()
+  })
+  app.addHook('onRequest', (request, reply, done) => {
+    if (overloaded && request.routeOptions.config.probe !== true) {
+      app.metrics.shed()
+      request.authOutcome = refusal.code
+      reply.code(503).headers(refusal.headers).send(refusal.toJSON())
+      return
+    }
+    done()
   })
 }, { name: 'overload', dependencies: ['config', 'metrics', 'auth'] })

@@ -14,6 +14,7 @@ import { toAuthError } from '../lib/tokens/token-errors.js'
 import { checkClaims, trustedUntilMs } from '../lib/tokens/claims.js'
 import { jwksUriOf, metadataUrls } from '../lib/keys/discovery.js'
 import { describeFailure, FetchError } from '../lib/keys/http.js'
+import { EventLoopLoad } from '../lib/event-loop-load.js'
 
 t.test('credentials follow RFC 6750 §2.1 and RFC 9449 §7.1, as the DPoP mode allows', async (t) => {
   t.same(parseCredentials('Bearer abc.DEF-_~+/.x==', 'allowed'), { scheme: 'Bearer', token: 'abc.DEF-_~+/.x==' })
@@ -151,4 +152,32 @@ t.test('access-log lines: the outcome of a protected route, and one label for an
   t.match(accessRecord(request({ auth: true }, { sub: 's' }, '/a'), reply), { outcome: 'allowed', sub: 's' })
   t.match(accessRecord(request({ auth: true }, null, '/a', 'invalid_token'), reply), { outcome: 'invalid_token' })
   t.match(accessRecord(request({}, null), reply), { route: 'unknown', outcome: undefined })
+})
+
+t.test('event-loop load: the last interval\'s mean delay and busy share, Infinity for a loop held throughout', async (t) => {
+  const load = new EventLoopLoad()
+  t.teardown(() => load.stop())
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+  const hold = (ms: number) => {
+    for (const until = Date.now() + ms; Date.now() < until;) {
+      // busy
+    }
+  }
+  await sleep(100)
+  load.sample() // the first interval holds this test file's loading
+  await sleep(200)
+  load.sample()
+  t.ok(load.delayMs < 50 && load.utilization < 0.5, `idle: ${load.delayMs} ms, ${load.utilization}`)
+
+  for (let i = 0; i < 8; i++) {
+    hold(40)
+    await sleep(10)
+  }
+  load.sample()
+  t.ok(load.delayMs > 10 && load.delayMs < Infinity && load.utilization > 0.6, `busy between ticks: ${load.delayMs} ms, ${load.utilization}`)
+
+  hold(150)
+  load.sample()
+  t.equal(load.delayMs, Infinity, 'no tick since the last sample: held throughout')
+  t.ok(load.utilization > 0.9)
 })
