@@ -11,6 +11,8 @@ ensureBuilt()
 const { results } = await runDrills(['test'], {
   only,
   limitMs: 90_000,
+  // A drill is tried twice before it fails (see runDrills); npm run soak tries every drill once.
+  retries: 1,
   onPlan: (planned) => console.log(json ? JSON.stringify({ planned }) : `drills: ${planned.join(', ')}`),
   onResult: (result) => console.log(json ? JSON.stringify(result) : describe(result)),
   onCalibration: (calibration) => {

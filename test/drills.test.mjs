@@ -38,6 +38,9 @@ for (const message of messages) {
       t.ok(ok, `${name}: ${detail}`)
     }
     t.comment(`figures: ${JSON.stringify(message.figures)}`)
+    for (const [i, attempt] of (message.failedAttempts ?? []).entries()) {
+      t.comment(`attempt ${i + 1} failed, and the drill was run again: ${JSON.stringify(attempt)}`)
+    }
     t.end()
   })
 }
