@@ -4,6 +4,8 @@ import { AUDIENCE } from './helpers/issuer.js'
 import { startServerProcess } from './helpers/process.js'
 
 const LISTENING = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/
+// Every test here starts service processes: about 28 s in all on a slowed host, past tap's 30 s default.
+t.setTimeout(120_000)
 
 t.test('a configuration mistake is one line on stderr and a non-zero exit, before listening', async (t) => {
   const cases: [Record<string, string>, RegExp][] = [
