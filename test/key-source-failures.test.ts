@@ -150,6 +150,16 @@ t.test('readiness survives a long startup outage (many retries)', async (t) => {
   t.ok(source.ready)
 })
 
+t.test('a lookup after a failed fetch gets 503, even once the pause after it is over', async (t) => {
+  // With no pause at all, a clock-based check would find the pause over at once: the token got a 401.
+  const issuer = await startIssuer(t)
+  issuer.mode = 'down'
+  const source = keySource(t, issuer, { fetchTimeoutMs: 0 })
+  const refused = await failure(source.getKey(header('kid')))
+  t.equal(refused.code, 'jwks_unavailable')
+  t.equal(refused.statusCode, 503)
+})
+
 t.test('close() aborts the fetch under way, quietly', async (t) => {
   const issuer = await startIssuer(t)
   issuer.mode = 'hang'
