@@ -34,10 +34,11 @@ type Fields = OutgoingHttpHeaders | OutgoingHttpHeader[]
 export class RequestIdResponse extends ServerResponse {
   override writeHead (statusCode: number, reason?: string | Fields, headers?: Fields): this {
     const fields = typeof reason === 'string' ? headers : reason
+    const id = requestId(this.req)
     if (fields !== undefined && !Array.isArray(fields) && Object.isExtensible(fields)) {
-      fields['x-request-id'] = requestId(this.req)
+      fields['x-request-id'] = id
     } else {
-      this.setHeader('x-request-id', requestId(this.req))
+      this.setHeader('x-request-id', id)
     }
     return super.writeHead(statusCode, reason as string, headers)
   }

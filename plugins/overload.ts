@@ -42,12 +42,11 @@ export default fp(async function overload (app) {
     clearTimeout(sampler)
     load.stop()
   })
-  app.addHook('onRequest', (request, reply, done) => {
+  app.addHook('onRequest', (request, _reply, done) => {
     if (overloaded && request.routeOptions.config.probe !== true) {
       app.metrics.shed()
       request.authOutcome = refusal.code
-      reply.code(503).headers(refusal.headers).send(refusal.toJSON())
-      return
+      return done(refusal) // answered by the app's error handler, as every AuthError is
     }
     done()
   })
