@@ -19,6 +19,7 @@ import { accessTokenHash, DpopKey } from '../dist/lib/dpop/client.js'
 const DURATION = Number(process.env.BENCH_DURATION ?? 1)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64)
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 0.5)
 const ONLY = process.env.BENCH_ONLY ?? 'abcdefg'
 const AUDIENCE = 'https://api.bench.test'
 const ROOT = join(import.meta.dirname, '..')
@@ -186,7 +187,7 @@ try {
       for (const scenario of scenarios) {
         await ask({ type: 'prepare', requests: requestsOf.get(scenario) }, 'prepared')
         const targets = [...new Set(['service', ...(scenario.variants ?? []), 'bare', scenario.floor])].map((name) => servers[name])
-        for (const server of targets) await measure(server, scenario, 0.5) // warm-up, not counted
+        for (const server of targets) await measure(server, scenario, WARMUP) // warm-up, not counted
         const runs = Object.fromEntries(targets.map((server) => [server.name, []]))
         // Each round starts from another target, so that none always has the first and last runs.
         const order = targets.map((_, i) => targets[(i + round) % targets.length])

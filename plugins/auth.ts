@@ -1,7 +1,6 @@
 import fastifyJwt, { type TokenOrHeader } from '@fastify/jwt'
 import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { hash } from 'node:crypto'
 import { tokenBinding, type TokenBinding } from '../lib/dpop/binding.js'
 import { ProofChecker } from '../lib/dpop/proof.js'
 import { ReplayStore } from '../lib/dpop/replay-store.js'
@@ -11,6 +10,7 @@ import type { DecisionCounts } from '../lib/metrics.js'
 import { metadataLocation } from '../lib/protected-resource.js'
 import { checkClaims, checkTokenType, trustedUntilMs, UNTRUSTED_ISSUER, type AccessTokenClaims, type ClaimRules } from '../lib/tokens/claims.js'
 import { acceptedSchemes, claimedScheme, HEADER_MISSING, parseCredentials, type Credentials } from '../lib/tokens/credentials.js'
+import { headerKey } from '../lib/tokens/header-key.js'
 import { OutcomeCache } from '../lib/tokens/outcome-cache.js'
 import { grantedScopes, isSatisfied, routePolicy, type RouteAuth, type RoutePolicy } from '../lib/tokens/scopes.js'
 import { toAuthError } from '../lib/tokens/token-errors.js'
@@ -138,6 +138,7 @@ export default fp(async function auth (app) {
    * The token's outcome: from memory when it is known (no promise, no await), else its verification.
    * Outcomes are keyed by the SHA-256 of the whole header: a remembered header needs no parsing, and a
    * preimage-resistant hash is what lets the cache hold no token while a hit still proves the same token.
+   * The connection remembers its last header's hash, so a client resending its token is not hashed again.
    */
   function verify (request: FastifyRequest): VerifiedToken | Promise<VerifiedToken> {
     const authorization = request.headers.authorization
@@ -147,7 +148,7 @@ export default fp(async function auth (app) {
     if (authorization.length > maxTokenLength) {
       throw TOKEN_TOO_LONG // before anything is hashed, decoded or remembered
     }
-    const key = hash('sha256', authorization, 'base64')
+    const key = headerKey(request.raw.socket, authorization)
     const now = Date.now()
     const version = issuers.version
     const known = verified.get(key, now, version)

@@ -7,6 +7,7 @@ import { parseCredentials } from '../lib/tokens/credentials.js'
 import { loadConfig } from '../lib/config.js'
 import { loggingOptions } from '../lib/logging.js'
 import { OutcomeCache } from '../lib/tokens/outcome-cache.js'
+import { headerKey } from '../lib/tokens/header-key.js'
 import { hash } from 'node:crypto'
 import { AuthError } from '../lib/errors.js'
 import { grantedScopes, isSatisfied, routePolicy } from '../lib/tokens/scopes.js'
@@ -65,6 +66,16 @@ t.test('logs: JSON with credentials redacted; pretty only for a developer at a t
   t.equal(requestLinesOff(production), true, 'no per-request lines at the default level')
   t.equal(requestLinesOff(dev), false, 'request lines at debug')
   t.equal(requestLinesOff(loadConfig({ LOG_LEVEL: 'trace' })), false, 'and at trace')
+})
+
+t.test('a header\'s key is its SHA-256, remembered by its connection for the same header only', async (t) => {
+  const sha256 = (text: string): string => hash('sha256', text, 'base64')
+  const [first, second] = [{}, {}]
+  t.equal(headerKey(first, 'Bearer a.b.c'), sha256('Bearer a.b.c'))
+  t.equal(headerKey(first, `Bearer ${'a.b.c'.slice(0)}`), sha256('Bearer a.b.c'), 'an equal header from the connection\'s memory')
+  t.equal(headerKey(first, 'Bearer a.b.d'), sha256('Bearer a.b.d'), 'a header differing in one character is hashed')
+  t.equal(headerKey(first, 'Bearer a.b.c'), sha256('Bearer a.b.c'), 'and replaces the one remembered')
+  t.equal(headerKey(second, 'Bearer a.b.d'), sha256('Bearer a.b.d'), 'each connection remembers its own')
 })
 
 t.test('the outcome cache: stored on the second offer, bounded, expiring, tied to the key set version', async (t) => {

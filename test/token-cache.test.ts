@@ -1,9 +1,12 @@
 import t from 'tap'
+import { Client } from 'undici'
 import { buildApp, bearer, keysLoaded, startIssuer } from './helpers/app.js'
 
 // Verified tokens are remembered by the hash of the whole token; these try to make that remembering lie.
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const now = (): number => Math.floor(Date.now() / 1000)
+const b64 = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url')
+const decode = (part: string): Record<string, unknown> => JSON.parse(Buffer.from(part, 'base64url').toString()) as Record<string, unknown>
 
 t.test('a remembered token stops working when it ends: at its exp, or once older than AUTH0_MAX_TOKEN_AGE', async (t) => {
   const issuer = await startIssuer(t)
@@ -101,4 +104,26 @@ t.test('remembered claims are shared, so nobody may change them', async (t) => {
   for (let i = 0; i < 3; i++) {
     t.same((await app.inject({ url: '/api/tamper', headers: bearer(token) })).json(), { frozen: true, sub: 'user-1' })
   }
+})
+
+t.test('a kept-alive connection that remembers its last token accepts nothing but that exact token', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer)
+  const client = new Client(await app.listen({ port: 0, host: '127.0.0.1' }))
+  t.teardown(() => client.close())
+  const get = async (path: string, token: string, scheme = 'Bearer'): Promise<{ status: number, code?: string }> => {
+    const { statusCode, body } = await client.request({ method: 'GET', path, headers: { authorization: `${scheme} ${token}` } })
+    return { status: statusCode, code: ((await body.json()) as { code?: string }).code }
+  }
+  const scoped = issuer.token({ scope: 'read:messages' })
+  const [header, payload, signature] = scoped.split('.') as [string, string, string]
+  const otherSignature = `${signature.slice(0, -2)}${signature.endsWith('AA') ? 'BB' : 'AA'}`
+  for (let i = 0; i < 3; i++) {
+    t.same(await get('/api/private-scoped', scoped), { status: 200, code: undefined }, 'remembered from the second use')
+  }
+  t.same(await get('/api/private-scoped', `${header}.${payload}.${otherSignature}`), { status: 401, code: 'invalid_token' }, 'the signature changed')
+  t.same(await get('/api/private-scoped', `${header}.${b64({ ...decode(payload), sub: 'someone-else' })}.${signature}`), { status: 401, code: 'invalid_token' }, 'the claims changed')
+  t.same(await get('/api/private-scoped', scoped), { status: 200, code: undefined }, 'the token itself again')
+  t.same(await get('/api/private-scoped', issuer.token()), { status: 403, code: 'insufficient_scope' }, 'another valid token is judged as itself')
+  t.same(await get('/api/private-scoped', scoped, 'DPoP'), { status: 401, code: 'invalid_token' }, 'the same token under another scheme, unbound')
 })
