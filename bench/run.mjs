@@ -6,7 +6,8 @@
 // for a target is the mean of its two runs, a round's ratio compares figures of the same round, and the table
 // shows medians over rounds (and the spread of the ratio).
 // Settings: BENCH_DURATION (seconds per run, default 1), BENCH_ROUNDS (default 7), BENCH_CONNECTIONS (64),
-// BENCH_ONLY (scenario letters to run, e.g. "ad"; default all).
+// BENCH_ONLY (scenario letters to run, e.g. "ad"; default all), BENCH_WARMUP (seconds of uncounted load per target
+// and scenario, default 0.5).
 // Writes bench/results.json and prints a table. The issuer is the service's own dev issuer, in this process.
 import { fork, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
