@@ -1,6 +1,7 @@
 import fastifyJwt, { type TokenOrHeader } from '@fastify/jwt'
 import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
+import { hash } from 'node:crypto'
 import { tokenBinding, type TokenBinding } from '../lib/dpop/binding.js'
 import { ProofChecker } from '../lib/dpop/proof.js'
 import { ReplayStore } from '../lib/dpop/replay-store.js'
@@ -10,8 +11,8 @@ import type { DecisionCounts } from '../lib/metrics.js'
 import { metadataLocation } from '../lib/protected-resource.js'
 import { checkClaims, checkTokenType, trustedUntilMs, UNTRUSTED_ISSUER, type AccessTokenClaims, type ClaimRules } from '../lib/tokens/claims.js'
 import { acceptedSchemes, claimedScheme, HEADER_MISSING, parseCredentials, type Credentials } from '../lib/tokens/credentials.js'
-import { headerKey } from '../lib/tokens/header-key.js'
 import { OutcomeCache } from '../lib/tokens/outcome-cache.js'
+import { RecentHeaders } from '../lib/tokens/recent-headers.js'
 import { grantedScopes, isSatisfied, routePolicy, type RouteAuth, type RoutePolicy } from '../lib/tokens/scopes.js'
 import { toAuthError } from '../lib/tokens/token-errors.js'
 
@@ -20,14 +21,30 @@ interface VerifiedToken {
   scopes: ReadonlySet<string>
   /** For a DPoP-bound token sent as DPoP: what each request's proof must match. */
   binding: TokenBinding | undefined
+  refusal: undefined
+  /** Trusted until then (ms), and only while the key set is at this version. */
+  expiresAt: number
+  version: number
+}
+
+/** A refusal that can only repeat (a bad signature, an expiry), remembered like a verified token. */
+interface RefusedToken {
+  refusal: AuthError
+  expiresAt: number
+  version: number
 }
 
 // An entry weighs 1.3 to 5 times its token once the claims are parsed (the more permissions, the more):
 // 8 MiB of token text keeps the cache under about 40 MB whatever the tokens carry.
 const VERIFIED_TOKENS_MAX = 10_000
 const VERIFIED_TOKENS_MAX_BYTES = 8 * 1024 * 1024
-// A rejection keeps a hash and a shared error: counting entries is enough.
+// A rejection keeps a hash and a small record of a shared error: counting entries is enough.
 const REJECTED_TOKENS_MAX = 1_000
+// Raw headers of tokens in use: each held for one to two seconds, at most 4 MiB of them a second (1 MiB
+// of refused ones, apart, so that repeated bad tokens cannot crowd good ones out).
+const RECENT_HEADERS_LIFETIME_MS = 1000
+const RECENT_HEADERS_MAX_BYTES = 4 * 1024 * 1024
+const RECENT_REFUSED_MAX_BYTES = 1024 * 1024
 const REALM = 'api'
 const TOKEN_TOO_LONG = new AuthError('invalid_token', 'Token is longer than this API accepts')
 // A Bearer request that carries a proof is ambiguous: refused rather than guessed at (RFC 9449 §7.2).
@@ -111,7 +128,13 @@ export default fp(async function auth (app) {
   // lookup instead of a signature check. Failures that can only repeat (a bad signature, an expiry) are
   // remembered apart, so a flood of bad tokens cannot push good ones out.
   const verified = new OutcomeCache<VerifiedToken>(VERIFIED_TOKENS_MAX, VERIFIED_TOKENS_MAX_BYTES)
-  const rejected = new OutcomeCache<AuthError>(REJECTED_TOKENS_MAX)
+  const rejected = new OutcomeCache<RefusedToken>(REJECTED_TOKENS_MAX)
+  const recentVerified = new RecentHeaders<VerifiedToken>(RECENT_HEADERS_LIFETIME_MS, RECENT_HEADERS_MAX_BYTES)
+  const recentRejected = new RecentHeaders<RefusedToken>(RECENT_HEADERS_LIFETIME_MS, RECENT_REFUSED_MAX_BYTES)
+  app.addHook('onClose', async () => {
+    recentVerified.close()
+    recentRejected.close()
+  })
   const resourceMetadata = config.publicUrl === undefined ? undefined : metadataLocation(config.publicUrl).url
   const challenge: ChallengeParams = {
     realm: REALM,
@@ -136,9 +159,9 @@ export default fp(async function auth (app) {
 
   /**
    * The token's outcome: from memory when it is known (no promise, no await), else its verification.
-   * Outcomes are keyed by the SHA-256 of the whole header: a remembered header needs no parsing, and a
-   * preimage-resistant hash is what lets the cache hold no token while a hit still proves the same token.
-   * The connection remembers its last header's hash, so a client resending its token is not hashed again.
+   * Outcomes are remembered by the SHA-256 of the whole header: a remembered header needs no parsing, and
+   * a preimage-resistant hash is what lets the cache hold no token while a hit still proves the same
+   * token. A token in use is found by its raw header first, which is held for seconds only.
    */
   function verify (request: FastifyRequest): VerifiedToken | Promise<VerifiedToken> {
     const authorization = request.headers.authorization
@@ -148,23 +171,31 @@ export default fp(async function auth (app) {
     if (authorization.length > maxTokenLength) {
       throw TOKEN_TOO_LONG // before anything is hashed, decoded or remembered
     }
-    const key = headerKey(request.raw.socket, authorization)
     const now = Date.now()
     const version = issuers.version
-    const known = verified.get(key, now, version)
-    if (known !== undefined) {
-      lookups.hit++
-      checkProof(request, known.binding, now)
-      return known
+    let known = recentVerified.get(authorization, now, version) ?? recentRejected.get(authorization, now, version)
+    if (known === undefined) {
+      const key = hash('sha256', authorization, 'base64')
+      known = verified.get(key, now, version) ?? rejected.get(key, now, version)
+      if (known === undefined) {
+        lookups.miss++
+        // A header or scheme that is not accepted is refused before anything is verified or remembered.
+        const credentials = parseCredentials(authorization, dpopMode)
+        return verifyNew(request, credentials, { key, now, version, bytes: authorization.length })
+      }
+      if (known.refusal === undefined) {
+        recentVerified.set(authorization, known)
+      } else {
+        recentRejected.set(authorization, known)
+      }
     }
-    lookups.miss++
-    const failure = rejected.get(key, now, version)
-    if (failure !== undefined) {
-      throw failure
+    if (known.refusal !== undefined) {
+      lookups.miss++
+      throw known.refusal
     }
-    // A header or scheme that is not accepted is refused before anything is verified or remembered.
-    const credentials = parseCredentials(authorization, dpopMode)
-    return verifyNew(request, credentials, { key, now, version, bytes: authorization.length })
+    lookups.hit++
+    checkProof(request, known.binding, now)
+    return known
   }
 
   async function verifyNew (request: FastifyRequest, credentials: Credentials, entry: { key: string, now: number, version: number, bytes: number }): Promise<VerifiedToken> {
@@ -175,8 +206,9 @@ export default fp(async function auth (app) {
       }
       tokens.set(request, credentials.token)
       const claims = checkClaims(await request.jwtVerify<Record<string, unknown>>(), rules, now / 1000)
-      const result = { claims, scopes: grantedScopes(claims), binding: tokenBinding(claims, credentials.scheme, credentials.token, dpopMode) }
-      verified.set(key, result, Math.min(trustedUntilMs(claims, rules), now + outcomeMaxAgeMs), version, now, bytes)
+      const expiresAt = Math.min(trustedUntilMs(claims, rules), now + outcomeMaxAgeMs)
+      const result = { claims, scopes: grantedScopes(claims), binding: tokenBinding(claims, credentials.scheme, credentials.token, dpopMode), refusal: undefined, expiresAt, version }
+      verified.set(key, result, expiresAt, version, now, bytes)
       if (result.binding !== undefined) {
         checkProof(request, result.binding, now)
       }
@@ -184,7 +216,8 @@ export default fp(async function auth (app) {
     } catch (error) {
       const authError = toAuthError(error)
       if (authError.permanent) {
-        rejected.set(key, authError, now + outcomeMaxAgeMs, version, now)
+        const expiresAt = now + outcomeMaxAgeMs
+        rejected.set(key, { refusal: authError, expiresAt, version }, expiresAt, version, now)
       }
       throw authError
     }

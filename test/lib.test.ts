@@ -7,7 +7,8 @@ import { parseCredentials } from '../lib/tokens/credentials.js'
 import { loadConfig } from '../lib/config.js'
 import { loggingOptions } from '../lib/logging.js'
 import { OutcomeCache } from '../lib/tokens/outcome-cache.js'
-import { headerKey } from '../lib/tokens/header-key.js'
+import { RecentHeaders } from '../lib/tokens/recent-headers.js'
+import { sleep } from './helpers/key-source.js'
 import { hash } from 'node:crypto'
 import { AuthError } from '../lib/errors.js'
 import { grantedScopes, isSatisfied, routePolicy } from '../lib/tokens/scopes.js'
@@ -68,14 +69,32 @@ t.test('logs: JSON with credentials redacted; pretty only for a developer at a t
   t.equal(requestLinesOff(loadConfig({ LOG_LEVEL: 'trace' })), false, 'and at trace')
 })
 
-t.test('a header\'s key is its SHA-256, remembered by its connection for the same header only', async (t) => {
-  const sha256 = (text: string): string => hash('sha256', text, 'base64')
-  const [first, second] = [{}, {}]
-  t.equal(headerKey(first, 'Bearer a.b.c'), sha256('Bearer a.b.c'))
-  t.equal(headerKey(first, `Bearer ${'a.b.c'.slice(0)}`), sha256('Bearer a.b.c'), 'an equal header from the connection\'s memory')
-  t.equal(headerKey(first, 'Bearer a.b.d'), sha256('Bearer a.b.d'), 'a header differing in one character is hashed')
-  t.equal(headerKey(first, 'Bearer a.b.c'), sha256('Bearer a.b.c'), 'and replaces the one remembered')
-  t.equal(headerKey(second, 'Bearer a.b.d'), sha256('Bearer a.b.d'), 'each connection remembers its own')
+t.test('recent headers: the exact header only, while its outcome holds, for at most two lifetimes, within a byte budget', async (t) => {
+  const recent = new RecentHeaders<{ expiresAt: number, version: number }>(200, 100)
+  t.teardown(() => recent.close())
+  const outcome = { expiresAt: 1000, version: 1 }
+  recent.set('Bearer a.b.c', outcome)
+  t.equal(recent.get(`Bearer ${'a.b.c'.slice(0)}`, 0, 1), outcome, 'an equal header, however it was made')
+  t.equal(recent.get('Bearer a.b.d', 0, 1), undefined, 'a header differing in one character')
+  t.equal(recent.get('Bearer a.b.c', 1000, 1), undefined, 'once the outcome has ended')
+  t.equal(recent.get('Bearer a.b.c', 0, 2), undefined, 'once the key set has changed')
+  recent.set(`Bearer ${'x'.repeat(82)}`, outcome)
+  t.equal(recent.get(`Bearer ${'x'.repeat(82)}`, 0, 1), undefined, 'not kept past the byte budget (12 + 89 > 100)')
+  await sleep(250)
+  t.equal(recent.get('Bearer a.b.c', 0, 1), outcome, 'one lifetime on, still held')
+  recent.set(`Bearer ${'x'.repeat(82)}`, outcome)
+  t.equal(recent.get(`Bearer ${'x'.repeat(82)}`, 0, 1), outcome, 'a new generation has a budget of its own')
+  await sleep(250)
+  t.equal(recent.get('Bearer a.b.c', 0, 1), undefined, 'two lifetimes on, dropped whether or not it was used')
+
+  const roomy = new RecentHeaders<{ expiresAt: number, version: number }>(60_000, 1_000_000)
+  const long = `Bearer ${'y'.repeat(16_377)}`
+  roomy.set(long, outcome)
+  roomy.set(long.slice(0, -1), outcome)
+  t.equal(roomy.get(long, 0, 1), undefined, 'not a header longer than V8 hashes in full')
+  t.equal(roomy.get(long.slice(0, -1), 0, 1), outcome, 'up to that length')
+  roomy.close()
+  t.equal(roomy.get(long.slice(0, -1), 0, 1), undefined, 'closing drops everything')
 })
 
 t.test('the outcome cache: stored on the second offer, bounded, expiring, tied to the key set version', async (t) => {
@@ -168,7 +187,6 @@ t.test('access-log lines: the outcome of a protected route, and one label for an
 t.test('event-loop load: the last interval\'s mean delay and busy share, Infinity for a loop held throughout', async (t) => {
   const load = new EventLoopLoad()
   t.teardown(() => load.stop())
-  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
   const hold = (ms: number) => {
     for (const until = Date.now() + ms; Date.now() < until;) {
       // busy

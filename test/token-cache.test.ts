@@ -106,10 +106,11 @@ t.test('remembered claims are shared, so nobody may change them', async (t) => {
   }
 })
 
-t.test('a kept-alive connection that remembers its last token accepts nothing but that exact token', async (t) => {
+t.test('a token remembered by its raw header lets nothing but that exact header through, on any connection', async (t) => {
   const issuer = await startIssuer(t)
   const app = await buildApp(t, issuer)
-  const client = new Client(await app.listen({ port: 0, host: '127.0.0.1' }))
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  const client = new Client(url)
   t.teardown(() => client.close())
   const get = async (path: string, token: string, scheme = 'Bearer'): Promise<{ status: number, code?: string }> => {
     const { statusCode, body } = await client.request({ method: 'GET', path, headers: { authorization: `${scheme} ${token}` } })
@@ -121,9 +122,42 @@ t.test('a kept-alive connection that remembers its last token accepts nothing bu
   for (let i = 0; i < 3; i++) {
     t.same(await get('/api/private-scoped', scoped), { status: 200, code: undefined }, 'remembered from the second use')
   }
-  t.same(await get('/api/private-scoped', `${header}.${payload}.${otherSignature}`), { status: 401, code: 'invalid_token' }, 'the signature changed')
+  for (let i = 0; i < 3; i++) {
+    t.same(await get('/api/private-scoped', `${header}.${payload}.${otherSignature}`), { status: 401, code: 'invalid_token' }, 'the signature changed, refused from memory from its third use')
+  }
   t.same(await get('/api/private-scoped', `${header}.${b64({ ...decode(payload), sub: 'someone-else' })}.${signature}`), { status: 401, code: 'invalid_token' }, 'the claims changed')
   t.same(await get('/api/private-scoped', scoped), { status: 200, code: undefined }, 'the token itself again')
   t.same(await get('/api/private-scoped', issuer.token()), { status: 403, code: 'insufficient_scope' }, 'another valid token is judged as itself')
   t.same(await get('/api/private-scoped', scoped, 'DPoP'), { status: 401, code: 'invalid_token' }, 'the same token under another scheme, unbound')
+  t.same(await get('/api/private-scoped', `${scoped} `), { status: 200, code: undefined }, 'trailing space: HTTP strips it, the same header')
+  t.same(await get('/api/private-scoped', scoped.replace(/^./, (c) => c === 'e' ? 'f' : 'e')), { status: 401, code: 'invalid_token' }, 'the first character changed')
+  const other = new Client(url)
+  t.teardown(() => other.close())
+  const { statusCode } = await other.request({ method: 'GET', path: '/api/private-scoped', headers: bearer(scoped) })
+  t.equal(statusCode, 200, 'and from another connection')
+})
+
+t.test('a token in constant use is refused from the first request after its exp', async (t) => {
+  const issuer = await startIssuer(t)
+  const app = await buildApp(t, issuer, { AUTH0_CLOCK_TOLERANCE: '0' })
+  const client = new Client(await app.listen({ port: 0, host: '127.0.0.1' }))
+  t.teardown(() => client.close())
+  const exp = now() + 2
+  const token = issuer.token({ exp })
+  const accepted: number[] = []
+  for (;;) {
+    const sentAt = Date.now()
+    const { statusCode, body } = await client.request({ method: 'GET', path: '/api/private', headers: bearer(token) })
+    const { code } = (await body.json()) as { code?: string }
+    if (statusCode !== 200) {
+      t.same({ statusCode, code }, { statusCode: 401, code: 'token_expired' }, 'refused as expired')
+      t.ok(Date.now() >= exp * 1000, 'and not before its exp')
+      t.ok(sentAt < exp * 1000 + 200, 'at the first request after its exp (50 ms apart)')
+      break
+    }
+    accepted.push(sentAt)
+    await sleep(50)
+  }
+  t.ok(accepted.length >= 10, `used ${accepted.length} times while valid, from memory`)
+  t.ok(accepted.every((sentAt) => sentAt < exp * 1000), 'no request sent after its exp was accepted')
 })
