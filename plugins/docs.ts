@@ -79,7 +79,7 @@ export default fp(async function docs (app) {
     transformSpecification: (document) => (pageDocument ??= withoutOpenIdConnect(document as unknown as SecuredDocument)),
   })
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger())
-}, { name: 'docs', dependencies: ['config', 'auth', 'issuers'] })
+}, { name: 'docs', dependencies: ['config', 'auth', 'issuers', 'overload'] })
 
 /** This package's version, from its package.json: beside the sources, or one level up from dist/. */
 function packageVersion (): string {

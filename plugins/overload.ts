@@ -1,3 +1,4 @@
+import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { AuthError } from '../lib/errors.js'
 import { EventLoopLoad } from '../lib/event-loop-load.js'
@@ -14,8 +15,9 @@ declare module 'fastify' {
 /**
  * Load shedding: past the configured event-loop delay or utilisation, a request gets `503 overloaded` with
  * Retry-After at once, in the contract's shape, instead of queueing until its client times out. Sampled
- * every 100 ms; both measures over that interval, not since startup. A request pays one flag check: the
- * route's config is read only while shedding (@fastify/under-pressure's hook read it on every request).
+ * every 100 ms; both measures over that interval, not since startup. A request pays one flag check; which
+ * routes are probes is settled when they are registered (@fastify/under-pressure's hook read the route's
+ * config on every request).
  */
 export default fp(async function overload (app) {
   const { maxEventLoopDelayMs, maxEventLoopUtilization, retryAfterSec } = app.config.overload
@@ -42,12 +44,36 @@ export default fp(async function overload (app) {
     clearTimeout(sampler)
     load.stop()
   })
-  app.addHook('onRequest', (request, _reply, done) => {
-    if (overloaded && request.routeOptions.config.probe !== true) {
-      app.metrics.shed()
-      request.authOutcome = refusal.code
-      return done(refusal) // answered by the app's error handler, as every AuthError is
+  function shed (request: FastifyRequest): AuthError {
+    app.metrics.shed()
+    request.authOutcome = refusal.code
+    return refusal // answered by the app's error handler, as every AuthError is
+  }
+  const shedFirst: onRequestHookHandler = (request, _reply, done) => {
+    if (overloaded) {
+      return done(shed(request))
     }
     done()
+  }
+  // The check rides on what each route runs anyway, so that a route costs no more than one flag check: first
+  // among its onRequest hooks (before authentication, which is the work worth sparing), or, on a route that
+  // has none (the public one), in its handler, since a first hook would put it through Fastify's hook
+  // runner only for this. Probes are never shed, and are known when they are registered.
+  app.addHook('onRoute', (route) => {
+    if (route.config?.probe === true) {
+      return
+    }
+    const hooks = route.onRequest === undefined ? [] : [route.onRequest].flat()
+    if (hooks.length > 0) {
+      route.onRequest = [shedFirst, ...hooks]
+      return
+    }
+    const { handler } = route
+    route.handler = function shedOrHandle (this: FastifyInstance, request, reply) {
+      if (overloaded) {
+        throw shed(request)
+      }
+      return handler.call(this, request, reply)
+    }
   })
 }, { name: 'overload', dependencies: ['config', 'metrics', 'auth'] })

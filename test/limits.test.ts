@@ -124,7 +124,10 @@ async function firstShed (send: () => Promise<Response>): Promise<Response | und
 
 t.test('overload is shed with 503 overloaded and Retry-After before the auth hook; probes are never shed', async (t) => {
   const issuer = await startIssuer(t)
-  const app = await buildApp(t, issuer, { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '20', OVERLOAD_RETRY_AFTER_SEC: '3' })
+  const app = await buildApp(t, issuer, { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '20', OVERLOAD_RETRY_AFTER_SEC: '3' }, async (routes) => {
+    routes.get('/mine', () => ({ mine: true }))
+    routes.get('/mine/guarded', { onRequest: (_request, _reply, done) => done() }, () => ({ mine: true }))
+  })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }
   const answered: number[] = [] // statuses of /api/private
@@ -144,6 +147,8 @@ t.test('overload is shed with 503 overloaded and Retry-After before the auth hoo
   t.ok(shed?.headers.get('x-request-id'), 'the request id is echoed on a shed request too')
   t.same(await shed?.json(), { statusCode: 503, error: 'Service Unavailable', code: 'overloaded', message: 'The service is overloaded: retry shortly' })
   t.equal((await get('/api/public')).status, 503, 'every route is shed')
+  t.equal((await get('/mine')).status, 503, 'a route added beside the app too')
+  t.equal((await get('/mine/guarded')).status, 503, 'and one with hooks of its own')
   t.equal((await get('/health')).status, 200, 'liveness never fails for load')
   t.equal((await get('/health?probe=kubelet')).status, 200, 'whatever its query')
   t.equal((await get('/ready')).status, 200, 'readiness follows keys, not load')
