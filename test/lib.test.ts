@@ -99,45 +99,47 @@ t.test('recent headers: the exact header only, while its outcome holds, for at m
 
 t.test('the outcome cache: stored on the second offer, bounded, expiring, tied to the key set version', async (t) => {
   const [a, b, c, expired] = ['a', 'b', 'c', 'expired'].map((name) => hash('sha256', name, 'base64')) as [string, string, string, string]
-  const cache = new OutcomeCache<string>(2, 100)
-  const offer = (key: string, value: string, bytes = 10): void => {
-    cache.set(key, value, 1000, 1, 0, bytes)
-    cache.set(key, value, 1000, 1, 0, bytes)
+  interface Named { name: string, expiresAt: number, version: number }
+  const named = (name: string, expiresAt = 1000, version = 1): Named => ({ name, expiresAt, version })
+  const cache = new OutcomeCache<Named>(2, 100)
+  const offer = (key: string, name: string, bytes = 10): void => {
+    cache.set(key, named(name), 0, bytes)
+    cache.set(key, named(name), 0, bytes)
   }
-  cache.set(a, 'A', 1000, 1, 0, 10)
+  cache.set(a, named('A'), 0, 10)
   t.equal(cache.get(a, 0, 1), undefined, 'a first offer is only noted')
-  cache.set(a, 'A', 1000, 1, 0, 10)
-  t.equal(cache.get(a, 999, 1), 'A', 'the second is stored')
+  cache.set(a, named('A'), 0, 10)
+  t.equal(cache.get(a, 999, 1)?.name, 'A', 'the second is stored')
   t.equal(cache.get(a, 1000, 1), undefined, 'gone at expiresAt')
   offer(a, 'A')
   t.equal(cache.get(a, 0, 2), undefined, 'gone once the key set changed')
   t.equal(cache.get(a, 0, 1), undefined, 'and removed')
-  cache.set(expired, 'X', 10, 1, 10, 1)
-  cache.set(expired, 'X', 10, 1, 10, 1)
+  cache.set(expired, named('X', 10), 10, 1)
+  cache.set(expired, named('X', 10), 10, 1)
   t.equal(cache.get(expired, 0, 1), undefined, 'an outcome already expired is not stored')
   offer(a, 'A')
   offer(b, 'B')
   offer(a, 'A2')
   offer(c, 'C')
   t.equal(cache.get(b, 0, 1), undefined, 'past maxEntries the oldest entry made room')
-  t.equal(cache.get(a, 0, 1), 'A2', 'storing again renews an entry')
-  t.equal(cache.get(c, 0, 1), 'C')
+  t.equal(cache.get(a, 0, 1)?.name, 'A2', 'storing again renews an entry')
+  t.equal(cache.get(c, 0, 1)?.name, 'C')
 
-  const heavy = new OutcomeCache<string>(10, 100)
+  const heavy = new OutcomeCache<Named>(10, 100)
   const byWeight = (key: string, bytes: number): void => {
-    heavy.set(key, key, 1000, 1, 0, bytes)
-    heavy.set(key, key, 1000, 1, 0, bytes)
+    heavy.set(key, named(key), 0, bytes)
+    heavy.set(key, named(key), 0, bytes)
   }
   byWeight(a, 60)
   byWeight(b, 30)
-  t.equal(heavy.get(a, 0, 1), a)
+  t.equal(heavy.get(a, 0, 1)?.name, a)
   byWeight(c, 30)
   t.equal(heavy.get(a, 0, 1), undefined, 'past maxBytes the oldest entry made room')
-  t.equal(heavy.get(b, 0, 1), b)
-  t.equal(heavy.get(c, 0, 1), c)
+  t.equal(heavy.get(b, 0, 1)?.name, b)
+  t.equal(heavy.get(c, 0, 1)?.name, c)
   byWeight(expired, 101)
   t.equal(heavy.get(expired, 0, 1), undefined, 'an entry heavier than the whole budget is not stored')
-  t.equal(heavy.get(b, 0, 1), b, 'and evicts nothing')
+  t.equal(heavy.get(b, 0, 1)?.name, b, 'and evicts nothing')
 })
 
 t.test('claim checks stand on their own, whatever chose the key', async (t) => {

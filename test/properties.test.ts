@@ -385,7 +385,7 @@ class Offer implements CacheCommand {
   check (): boolean { return true }
   run (m: CacheModel, cache: OutcomeCache<Outcome>): void {
     const outcome = { expiresAt: m.now + this.ttl, version: m.version - (this.late ? 1 : 0), bytes: this.bytes }
-    cache.set(this.key, outcome, outcome.expiresAt, outcome.version, m.now, this.bytes)
+    cache.set(this.key, outcome, m.now, this.bytes)
     const storable = this.ttl > 0 && this.bytes <= m.maxBytes
     const certain = storable && m.lastOffer === this.key
     if (storable && m.offered.has(fingerprint(this.key))) {

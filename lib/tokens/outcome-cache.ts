@@ -1,15 +1,23 @@
 const SEEN_SLOTS = 1 << 16
 
-interface Entry<T> {
-  value: T
+/** What an outcome is good for: until `expiresAt` (ms), and only while the key set is at `version`. */
+export interface Remembered {
   expiresAt: number
   version: number
+}
+
+/** Whether a remembered outcome still holds at `now` for the key set at `version`. */
+export function holds (outcome: Remembered, now: number, version: number): boolean {
+  return now < outcome.expiresAt && outcome.version === version
+}
+
+interface Entry<T> {
+  value: T
   bytes: number
 }
 
 /**
- * A bounded map from a token's hash to what verifying it gave, until `expiresAt` or until the key set
- * changes (`version`). Bounded both in entries and in bytes (the caller states what an entry weighs: a
+ * A bounded map from a token's hash to what verifying it gave, for as long as that outcome `holds`. Bounded both in entries and in bytes (the caller states what an entry weighs: a
  * token with hundreds of permissions weighs more than one with a scope), so that no mix of valid tokens can
  * make it outgrow its budget. Keys must be hashes (uniformly random strings): their first characters serve
  * as a fingerprint.
@@ -20,7 +28,7 @@ interface Entry<T> {
  * the first sightings; a collision only stores an outcome early. When full, the oldest entries go first
  * (insertion order): a hit costs no bookkeeping.
  */
-export class OutcomeCache<T> {
+export class OutcomeCache<T extends Remembered> {
   readonly #entries = new Map<string, Entry<T>>()
   readonly #seen = new Int32Array(SEEN_SLOTS)
   #bytes = 0
@@ -41,15 +49,15 @@ export class OutcomeCache<T> {
     if (entry === undefined) {
       return undefined
     }
-    if (now >= entry.expiresAt || entry.version !== version) {
+    if (!holds(entry.value, now, version)) {
       this.#delete(key, entry)
       return undefined
     }
     return entry.value
   }
 
-  set (key: string, value: T, expiresAt: number, version: number, now: number, bytes = 0): void {
-    if (expiresAt <= now || bytes > this.maxBytes || !this.#seenBefore(key)) {
+  set (key: string, value: T, now: number, bytes = 0): void {
+    if (value.expiresAt <= now || bytes > this.maxBytes || !this.#seenBefore(key)) {
       return
     }
     const previous = this.#entries.get(key)
@@ -62,7 +70,7 @@ export class OutcomeCache<T> {
       }
       this.#delete(oldest, entry)
     }
-    this.#entries.set(key, { value, expiresAt, version, bytes })
+    this.#entries.set(key, { value, bytes })
     this.#bytes += bytes
   }
 

@@ -1,8 +1,4 @@
-/** What an outcome is good for: until `expiresAt`, and only while the key set is at `version`. */
-export interface Remembered {
-  expiresAt: number
-  version: number
-}
+import { holds, type Remembered } from './outcome-cache.js'
 
 // V8 hashes a string's whole text only up to this length; a longer one hashes to its length alone, so that
 // many of them would share one hash chain. None is kept here.
@@ -28,7 +24,7 @@ export class RecentHeaders<T extends Remembered> {
 
   get (header: string, now: number, version: number): T | undefined {
     const outcome = this.#current.get(header) ?? this.#previous.get(header)
-    return outcome !== undefined && now < outcome.expiresAt && outcome.version === version ? outcome : undefined
+    return outcome !== undefined && holds(outcome, now, version) ? outcome : undefined
   }
 
   set (header: string, outcome: T): void {
