@@ -150,6 +150,7 @@ t.test('overload is shed with 503 overloaded and Retry-After before the auth hoo
   t.equal((await get('/mine')).status, 503, 'a route added beside the app too')
   t.equal((await get('/mine/guarded')).status, 503, 'and one with hooks of its own')
   t.equal((await get('/docs/json')).status, 503, 'and the docs, whose plugin loads after shedding')
+  t.equal((await get('/nowhere')).status, 404, 'an unknown URL is answered 404, not shed: the refusal would cost as much')
   t.equal((await get('/health')).status, 200, 'liveness never fails for load')
   t.equal((await get('/health?probe=kubelet')).status, 200, 'whatever its query')
   t.equal((await get('/ready')).status, 200, 'readiness follows keys, not load')
