@@ -32,6 +32,12 @@ type Fields = OutgoingHttpHeaders | OutgoingHttpHeader[]
  * all (streams, Node's implicit headers) gets it by `setHeader`.
  */
 export class RequestIdResponse extends ServerResponse {
+  // Node's defaults (on the prototype) as own fields from the start, so that every response has one shape:
+  // a 200 gets them from writeHead in one order, a refusal from reply.code() in the other, and the two
+  // shapes made Node's response code polymorphic for good once a process had refused a request.
+  override statusMessage = ServerResponse.prototype.statusMessage
+  override statusCode = ServerResponse.prototype.statusCode
+
   override writeHead (statusCode: number, reason?: string | Fields, headers?: Fields): this {
     const fields = typeof reason === 'string' ? headers : reason
     const id = requestId(this.req)

@@ -1,4 +1,6 @@
 import type { FastifyInstance } from 'fastify'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { setFlagsFromString } from 'node:v8'
 import t from 'tap'
 import { buildApp } from './helpers/app.js'
 
@@ -41,4 +43,26 @@ t.test('X-Request-Id on every response, written any way', async (t) => {
   const third = await idOf('/raw/shared')
   t.match(third, ID)
   t.not(third, first, 'nor any later')
+})
+
+t.test('a refusal leaves its response in the same shape as a 200', async (t) => {
+  // Node's response code stays monomorphic only while all responses share one V8 map. Fastify's reply.code()
+  // (every refusal, every 404) wrote statusCode before writeHead wrote statusMessage, a 200 the other way
+  // round: from the first refusal on, every response went through polymorphic property access.
+  setFlagsFromString('--allow-natives-syntax')
+  const haveSameMap = new Function('a', 'b', 'return %HaveSameMap(a, b)') as (a: object, b: object) => boolean
+  const app = await buildApp(t, undefined)
+  const responses = new Map<string | undefined, ServerResponse>()
+  app.server.on('request', (request: IncomingMessage, response: ServerResponse) => responses.set(request.url, response))
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const statuses = []
+  for (const path of ['/api/public', '/api/private', '/no-such-route']) {
+    const response = await fetch(`${base}${path}`)
+    await response.arrayBuffer()
+    statuses.push(response.status)
+  }
+  t.same(statuses, [200, 401, 404])
+  t.ok(haveSameMap(responses.get('/api/public')!, responses.get('/api/private')!), 'a 401 like a 200')
+  t.ok(haveSameMap(responses.get('/api/public')!, responses.get('/no-such-route')!), 'a 404 like a 200')
 })
