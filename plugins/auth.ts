@@ -2,6 +2,7 @@ import fastifyJwt, { type TokenOrHeader } from '@fastify/jwt'
 import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { hash } from 'node:crypto'
+import { asArray } from '../lib/as-array.js'
 import { tokenBinding, type TokenBinding } from '../lib/dpop/binding.js'
 import { ProofChecker } from '../lib/dpop/proof.js'
 import { ReplayStore } from '../lib/dpop/replay-store.js'
@@ -313,8 +314,4 @@ function answered (answers: Answers, error: unknown, request: FastifyRequest): u
 /** Leaves no rejected claims behind: @fastify/jwt sets request.user before our claim check. */
 function forget (request: FastifyRequest): void {
   (request as { user: unknown }).user = null
-}
-
-function asArray<T> (value: T | T[] | undefined): T[] {
-  return value === undefined ? [] : Array.isArray(value) ? value : [value]
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
+import { asArray } from '../lib/as-array.js'
 import { AuthError } from '../lib/errors.js'
 import { EventLoopLoad } from '../lib/event-loop-load.js'
 
@@ -63,7 +64,7 @@ export default fp(async function overload (app) {
     if (route.config?.probe === true) {
       return
     }
-    const hooks = route.onRequest === undefined ? [] : [route.onRequest].flat()
+    const hooks = asArray(route.onRequest)
     if (hooks.length > 0) {
       route.onRequest = [shedFirst, ...hooks]
       return
