@@ -1,7 +1,7 @@
 import autoload from '@fastify/autoload'
 import fp from 'fastify-plugin'
 import Fastify, { type FastifyError, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
-import { createServer, STATUS_CODES, type Server } from 'node:http'
+import { createServer, STATUS_CODES, type Server, type ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import type { Config } from './lib/config.js'
@@ -67,8 +67,9 @@ function serverOptions (config: Config): FastifyHttpOptions<Server> {
       // Two Authorization (or DPoP) headers arrive joined by a comma, which no credentials parser accepts:
       // one fixed answer, 401 invalid_header, before any key is fetched (Envoy's CVE-2025-64527 was a crash there).
       joinDuplicateHeaders: true,
-      // Every response echoes the request id, at no cost of a Fastify hook.
-      ServerResponse: RequestIdResponse,
+      // Every response echoes the request id, at no cost of a Fastify hook. (The cast: Node's types want a
+      // class generic in its request type, which no subclass with members of its own can be.)
+      ServerResponse: RequestIdResponse as typeof ServerResponse,
     }, handler),
   }
 }

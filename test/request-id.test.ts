@@ -19,6 +19,9 @@ t.test('X-Request-Id on every response, written any way', async (t) => {
     routes.get('/raw/implicit', (_request, reply) => { reply.hijack(); reply.raw.end('ok') })
     routes.get('/raw/own', (_request, reply) => { reply.hijack(); reply.raw.setHeader('x-request-id', 'set-by-route'); reply.raw.writeHead(200, ['content-type', 'text/plain']).end('ok') })
     routes.get('/raw/shared', (_request, reply) => { reply.hijack(); reply.raw.writeHead(200, SHARED).end('ok') })
+    routes.get('/raw/own-object', (_request, reply) => { reply.hijack(); reply.raw.writeHead(200, { 'x-request-id': 'set-by-route', 'content-type': 'text/plain' }).end('ok') })
+    routes.get('/raw/own-array', (_request, reply) => { reply.hijack(); reply.raw.writeHead(200, ['X-Request-Id', 'set-by-route', 'content-type', 'text/plain']).end('ok') })
+    routes.get('/raw/own-pairs', (_request, reply) => { reply.hijack(); reply.raw.writeHead(200, [['x-request-id', 'set-by-route'], ['content-type', 'text/plain']]).end('ok') })
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
@@ -37,7 +40,9 @@ t.test('X-Request-Id on every response, written any way', async (t) => {
   }
   // fetch joins a repeated header with commas: each of these is one id.
   t.match(await idOf('/own'), ID, 'a route\'s own id gives way to the request\'s')
-  t.match(await idOf('/raw/own'), ID, 'also on the raw response')
+  for (const path of ['/raw/own', '/raw/own-object', '/raw/own-array', '/raw/own-pairs']) {
+    t.match(await idOf(path), ID, `also on the raw response: ${path}`)
+  }
   const first = await idOf('/raw/shared')
   t.equal(await idOf('/raw/shared', { 'x-request-id': 'trace-2' }), 'trace-2', 'a header object a route reuses carries no earlier request\'s id')
   const third = await idOf('/raw/shared')
