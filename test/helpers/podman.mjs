@@ -50,12 +50,12 @@ export async function freePort () {
   return port
 }
 
-/** One GET on a connection of its own; resolves with the status, or with the error. */
+/** One GET on a connection of its own; resolves with the status and request id, or with the error. */
 export function get (port, path, token) {
   return new Promise((resolve) => {
     const request = http.get({ host: '127.0.0.1', port, path, agent: false, headers: token ? { authorization: `Bearer ${token}` } : {} }, (response) => {
       response.resume()
-      response.on('end', () => resolve({ status: response.statusCode }))
+      response.on('end', () => resolve({ status: response.statusCode, requestId: response.headers['x-request-id'] }))
     })
     request.on('error', (error) => resolve({ error }))
   })
@@ -76,8 +76,13 @@ export async function checkRoutes (port, plain, scoped) {
     ['/api/public', undefined, 200], ['/api/private', undefined, 401], ['/api/private', plain, 200], ['/api/private', `${plain}x`, 401],
     ['/api/private-scoped', plain, 403], ['/api/private-scoped', scoped, 200], ['/health', undefined, 200],
   ]
+  const ids = []
   for (const [path, token, status] of expectations) {
     const response = await get(port, path, token)
     check(response.status === status, `${path} ${token ? 'with a token' : 'without a token'} answers ${status}`, `got ${response.status ?? response.error?.code}`)
+    ids.push(response.requestId)
   }
+  // The id's line is added to the head by Node's own _storeHeader (lib/request-id.ts): checked on the image's Node.
+  check(ids.every((id) => /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/.test(id)) && new Set(ids).size === ids.length,
+    'every answer carries its own X-Request-Id', ids.join(', '))
 }
