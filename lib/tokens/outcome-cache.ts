@@ -19,8 +19,8 @@ interface Entry<T> {
 /**
  * A bounded map from a token's hash to what verifying it gave, for as long as that outcome `holds`. Bounded
  * both in entries and in bytes (the caller states what an entry weighs: a token with hundreds of permissions
- * weighs more than one with a scope), so that no mix of valid tokens can make it outgrow its budget. Keys must be hashes (uniformly random strings): their first characters serve
- * as a fingerprint.
+ * weighs more than one with a scope), so that no mix of valid tokens can make it outgrow its budget. Keys
+ * must be hashes (uniformly random strings): their first characters serve as a fingerprint.
  *
  * An outcome is stored the second time it is offered: a client that reuses its token gets it remembered
  * from its third request on, while a token seen once (most of a flood of new tokens) leaves nothing behind
