@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import type { Config } from './lib/config.js'
 import { AuthError } from './lib/errors.js'
-import { loggingOptions } from './lib/logging.js'
+import { deferChildren, loggingOptions } from './lib/logging.js'
 import { RequestIdResponse, requestId } from './lib/request-id.js'
 
 export interface AppOptions {
@@ -38,6 +38,7 @@ export default async function app (fastify: FastifyInstance, options: AppOptions
  */
 export async function buildServer (config: Config): Promise<FastifyInstance> {
   const server = Fastify(serverOptions(config))
+  deferChildren(server.log)
   await server.register(fp(app, { name: 'app' }), { config })
   return server
 }

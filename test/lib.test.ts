@@ -1,11 +1,12 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
+import { Writable } from 'node:stream'
 import { Registry } from 'prom-client'
 import { ServiceMetrics } from '../lib/metrics.js'
 import { accessRecord } from '../plugins/access-log.js'
 import t from 'tap'
 import { parseCredentials } from '../lib/tokens/credentials.js'
 import { loadConfig } from '../lib/config.js'
-import { loggingOptions } from '../lib/logging.js'
+import { deferChildren, loggingOptions } from '../lib/logging.js'
 import { OutcomeCache } from '../lib/tokens/outcome-cache.js'
 import { RecentHeaders } from '../lib/tokens/recent-headers.js'
 import { sleep } from './helpers/key-source.js'
@@ -67,6 +68,40 @@ t.test('logs: JSON with credentials redacted; pretty only for a developer at a t
   t.equal(requestLinesOff(production), true, 'no per-request lines at the default level')
   t.equal(requestLinesOff(dev), false, 'request lines at debug')
   t.equal(requestLinesOff(loadConfig({ LOG_LEVEL: 'trace' })), false, 'and at trace')
+})
+
+t.test('deferred children: a request\'s pino child is made when it first logs, and logs as that child would', async (t) => {
+  const lines: Record<string, unknown>[] = []
+  let made = 0
+  const stream = new Writable({ write (chunk: Buffer, _encoding, done) { lines.push(JSON.parse(chunk.toString())); done() } })
+  const app = Fastify({ logger: { level: 'info', stream, onChild: () => { made++ } } })
+  t.teardown(() => app.close())
+  deferChildren(app.log)
+
+  const log = app.log.child({ reqId: 'r1' }, {}) // as Fastify makes every request's
+  t.equal(log.level, 'info', 'its level is its parent\'s')
+  log.silent('never written')
+  t.equal(made, 0, 'no pino child while nothing is logged')
+  log.info({ route: '/a' }, 'served')
+  log.warn('and warned')
+  t.equal(made, 1, 'one, made on the first line')
+  t.match(lines, [{ level: 30, reqId: 'r1', route: '/a', msg: 'served' }, { level: 40, reqId: 'r1', msg: 'and warned' }])
+
+  log.debug('below the level')
+  t.equal(lines.length, 2, 'levels hold as before')
+  log.level = 'debug'
+  log.debug('now written')
+  t.match(lines[2], { level: 20, reqId: 'r1', msg: 'now written' })
+  t.equal(app.log.level, 'info', 'a child\'s level is its own')
+
+  log.child({ step: 'verify' }).error('nested')
+  t.match(lines[3], { level: 50, reqId: 'r1', step: 'verify', msg: 'nested' })
+  const untouched = app.log.child({ reqId: 'r2' })
+  t.equal(made, 2, 'a child\'s children are deferred too')
+  t.equal(untouched.level, 'info')
+
+  app.log.child({ reqId: 'r3' }, { level: 'error' }) // a route's own level
+  t.equal(made, 3, 'a child with options of its own is made at once')
 })
 
 t.test('recent headers: the exact header only, while its outcome holds, for at most two lifetimes, within a byte budget', async (t) => {

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { setFlagsFromString } from 'node:v8'
 import t from 'tap'
 import { buildApp } from './helpers/app.js'
+import { startServerProcess } from './helpers/process.js'
 
 // Every response over HTTP carries its request's id, however it was written: by Fastify, by a stream, or
 // by a route on the raw response. It is always the request's own, the one its log lines carry.
@@ -70,4 +71,18 @@ t.test('a refusal leaves its response in the same shape as a 200', async (t) => 
   t.same(statuses, [200, 401, 404])
   t.ok(haveSameMap(responses.get('/api/public')!, responses.get('/api/private')!), 'a 401 like a 200')
   t.ok(haveSameMap(responses.get('/api/public')!, responses.get('/no-such-route')!), 'a 404 like a 200')
+})
+
+t.test('a request\'s log lines carry the id its response carries', async (t) => {
+  const server = startServerProcess(t, { PORT: '0', LOG_LEVEL: 'debug' })
+  const base = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(await server.waitFor(/Server listening/))![1]!
+  const idOf = async (headers: Record<string, string> = {}) => {
+    const response = await fetch(`${base}/api/public`, { headers })
+    await response.arrayBuffer()
+    return response.headers.get('x-request-id')!
+  }
+  for (const id of [await idOf(), await idOf({ 'x-request-id': 'trace-7' })]) {
+    t.match(JSON.parse(await server.waitFor(new RegExp(`"reqId":"${id}".*"msg":"incoming request"`))), { reqId: id, req: { url: '/api/public' } })
+    t.match(JSON.parse(await server.waitFor(new RegExp(`"reqId":"${id}".*"msg":"request completed"`))), { reqId: id, res: { statusCode: 200 } })
+  }
 })
