@@ -20,8 +20,9 @@ export function loggingOptions (config: Config, isTTY: boolean): Pick<FastifySer
 type Bindings = Parameters<FastifyBaseLogger['child']>[0]
 type ChildOptions = Parameters<FastifyBaseLogger['child']>[1]
 type MakeChild = FastifyBaseLogger['child']
-type LogMethod = (this: FastifyBaseLogger, ...args: unknown[]) => void
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const
+type Method = (this: FastifyBaseLogger, ...args: unknown[]) => unknown
+// Handed on to the real child: the log methods, and pino's own that a route may call on `request.log`.
+const HANDED_ON = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'isLevelEnabled', 'bindings', 'setBindings', 'flush'] as const
 
 /**
  * Makes the children `logger` gives without options of their own lazy: made when they first log. Fastify
@@ -84,12 +85,12 @@ class DeferredChild implements FastifyBaseLogger {
   declare trace: FastifyBaseLogger['trace']
 
   static {
-    for (const level of LEVELS) {
-      const write = function (this: DeferredChild, ...args: unknown[]): void {
+    for (const name of HANDED_ON) {
+      const handOn = function (this: DeferredChild, ...args: unknown[]): unknown {
         const logger = this.#logger()
-        ;(logger[level] as LogMethod).apply(logger, args)
+        return ((logger as unknown as Record<string, Method>)[name]!).apply(logger, args)
       }
-      Object.defineProperty(this.prototype, level, { value: write, writable: true, configurable: true })
+      Object.defineProperty(this.prototype, name, { value: handOn, writable: true, configurable: true })
     }
   }
 }

@@ -102,6 +102,16 @@ t.test('deferred children: a request\'s pino child is made when it first logs, a
 
   app.log.child({ reqId: 'r3' }, { level: 'error' }) // a route's own level
   t.equal(made, 3, 'a child with options of its own is made at once')
+
+  // pino's own methods, beyond Fastify's logger type, reach the real child too
+  const pino = app.log.child({ reqId: 'r4' }) as unknown as { isLevelEnabled (level: string): boolean, bindings (): object, setBindings (bindings: object): void, flush (): void, info (message: string): void }
+  t.equal(pino.isLevelEnabled('info'), true)
+  t.equal(pino.isLevelEnabled('debug'), false)
+  t.same(pino.bindings(), { reqId: 'r4' })
+  pino.setBindings({ sub: 'auth0|7' })
+  pino.info('bound')
+  pino.flush()
+  t.match(lines[4], { reqId: 'r4', sub: 'auth0|7', msg: 'bound' })
 })
 
 t.test('recent headers: the exact header only, while its outcome holds, for at most two lifetimes, within a byte budget', async (t) => {
