@@ -29,7 +29,7 @@ const HANDED_ON = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'isLevelE
  * makes one for every request, for its id; a pino child costs about 2,800 instructions, 4% of a public
  * request (callgrind), while at the levels production runs at nearly every request logs nothing. (Fastify's
  * `childLoggerFactory` option would do the same, but Fastify checks every logger such a factory returns, on
- * every request, and that check cost as much as it saved.) A route with a log level or serializers of its
+ * every request, and that check cost nearly all it saved.) A route with a log level or serializers of its
  * own gets its child at once: Fastify passes them as options.
  */
 export function deferChildren (logger: FastifyBaseLogger): void {
