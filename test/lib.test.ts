@@ -92,13 +92,17 @@ t.test('deferred children: a request\'s pino child is made when it first logs, a
   log.level = 'debug'
   log.debug('now written')
   t.match(lines[2], { level: 20, reqId: 'r1', msg: 'now written' })
+  t.equal(log.level, 'debug', 'read back from the child')
   t.equal(app.log.level, 'info', 'a child\'s level is its own')
 
-  log.child({ step: 'verify' }).error('nested')
+  const nested = log.child({ step: 'verify' })
+  t.equal(made, 1, 'a child\'s children are deferred too')
+  nested.error('nested')
+  t.equal(made, 2)
   t.match(lines[3], { level: 50, reqId: 'r1', step: 'verify', msg: 'nested' })
   const untouched = app.log.child({ reqId: 'r2' })
-  t.equal(made, 2, 'a child\'s children are deferred too')
   t.equal(untouched.level, 'info')
+  t.equal(made, 2, 'nothing made for a child never written to')
 
   app.log.child({ reqId: 'r3' }, { level: 'error' }) // a route's own level
   t.equal(made, 3, 'a child with options of its own is made at once')
